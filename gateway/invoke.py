@@ -1,0 +1,213 @@
+"""Blocking points: call the enabled hooks in order within one deadline, fold their answers.
+
+Within the deadline a failed attempt that may succeed on a second try (connection failed, a
+5xx, a 429 whose Retry-After fits) is retried with tenacity; then the hook's `failurePolicy`
+decides: `fail` answers a `ServerError`, `skip` goes on as if the hook were absent. Records
+of these invocations (kind `sync`) are written after the answer, batched with other writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
+
+from . import ids, points
+from .egress import MAX_SYNC_BODY_BYTES
+from .errors import DeliveryFailure, TooManyRequests
+from .registry import LiveHook, TenantView
+from .settings import Settings
+from .store.base import Store
+from .store.models import Attempt
+from .delivery.attempt import AttemptResult, render_body, request_headers, send
+
+log = logging.getLogger("gateway.invoke")
+
+RETRY_BASE_S = 0.05  # first pause between retries inside a deadline, doubled each time
+RETRY_MAX_S = 1.0
+MIN_ATTEMPT_S = 0.05  # no attempt is started with less time than this left
+
+
+class _Retryable(DeliveryFailure):
+    """An attempt that may succeed when tried again within the deadline."""
+
+
+class Invoker:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        session_getter: Callable[[], aiohttp.ClientSession],
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        allow_cidrs: Any = (),
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self._session = session_getter
+        self.clock = clock
+        self.sleep = sleep
+        self.allow_cidrs = allow_cidrs
+        self._in_flight: dict[str, int] = {}
+        self._pending_records: set[asyncio.Task[None]] = set()
+
+    def in_flight(self, tenant_id: str) -> int:
+        return self._in_flight.get(tenant_id, 0)
+
+    async def invoke(self, view: TenantView, trigger_id: str, event: dict[str, Any]) -> dict[str, Any]:
+        hooks = view.enabled.get(trigger_id, [])
+        if not hooks:
+            return points.neutral_answer(trigger_id, event)
+        tenant = view.tenant
+        cap = tenant.max_in_flight or self.settings.sync.max_in_flight
+        running = self._in_flight.get(tenant.id, 0)
+        if running >= cap:
+            raise TooManyRequests(f"too many blocking invocations in flight for tenant {tenant.id!r} (max {cap})",
+                                  retry_after=1)
+        self._in_flight[tenant.id] = running + 1
+        try:
+            return await self._run(view, trigger_id, event, hooks)
+        finally:
+            self._in_flight[tenant.id] -= 1
+
+    async def _run(self, view: TenantView, trigger_id: str, event: dict[str, Any],
+                   hooks: list[LiveHook]) -> dict[str, Any]:
+        deadline_ms = view.tenant.deadlines.get(trigger_id)
+        budget = deadline_ms / 1000.0 if deadline_ms else self.settings.sync.deadline
+        deadline = time.monotonic() + budget
+        chain = points.Chain(trigger_id, event)
+        now = self.clock()
+        event_id = ids.new_id(ids.EVENT, now=now)
+        rows: list[tuple[str, str, str, list[Attempt], str | None]] = []
+        for live in hooks:
+            if chain.done:
+                break
+            delivery_id = ids.new_id(ids.DELIVERY, now=now)
+            body = render_body(live.hook.format, trigger_id, chain.next_request(), self.clock())
+            attempts: list[AttemptResult] = []
+            reason = await self._call(live, delivery_id, body, deadline, attempts)
+            if reason is None:
+                last = attempts[-1]
+                try:
+                    answer = points.parse_receiver_answer(last.status_code or 0, last.content_type, last.body)
+                    chain.apply(answer, hook_name=live.hook.name)
+                except points.AnswerError as exc:
+                    reason = exc.message
+            status = "succeeded" if reason is None else "failed"
+            records = [a.record() for a in attempts]
+            if reason is not None and records and records[-1].error is None:
+                records[-1] = _with_error(records[-1], reason)
+            rows.append((delivery_id, live.hook.id, status, records, reason))
+            if reason is not None:
+                if live.hook.failure_policy == "skip":
+                    log.info("hook %s skipped: %s", live.hook.id, reason)
+                    continue
+                chain.fail(live.hook.name, reason)
+                break
+        self._record_later(view.tenant.id, trigger_id, event_id, event, rows, now)
+        return chain.result()
+
+    async def _call(self, live: LiveHook, delivery_id: str, body: bytes, deadline: float,
+                    attempts: list[AttemptResult]) -> str | None:
+        """Attempts until one is answered 2xx or the deadline stops retries; None on success,
+        else the reason of the last failure."""
+        hook = live.hook
+        last_reason = "deadline exceeded before the hook was called"
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            backoff = min(RETRY_MAX_S, RETRY_BASE_S * (2 ** (state.attempt_number - 1)))
+            if isinstance(exc, DeliveryFailure) and exc.retry_after is not None:
+                return max(backoff, exc.retry_after)
+            return backoff
+
+        def stop(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            pause = wait(state)
+            if isinstance(exc, DeliveryFailure) and exc.retry_after is not None:
+                return time.monotonic() + exc.retry_after + MIN_ATTEMPT_S >= deadline
+            return time.monotonic() + pause + MIN_ATTEMPT_S >= deadline
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, sleep=self.sleep, reraise=True
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    left = deadline - time.monotonic()
+                    if left < MIN_ATTEMPT_S:
+                        return last_reason if attempts else "deadline exceeded before the hook was called"
+                    timeout = min(hook.timeout_ms / 1000.0, left)
+                    now = self.clock()
+                    result = await send(
+                        self._session(),
+                        hook.url,
+                        body,
+                        request_headers(live, delivery_id, body, now),
+                        timeout_s=timeout,
+                        connect_timeout_s=self.settings.egress.connect_timeout,
+                        body_cap=MAX_SYNC_BODY_BYTES,
+                        allow_http=self.settings.egress.allow_http,
+                        allow_cidrs=self.allow_cidrs,
+                        clock=self.clock,
+                    )
+                    attempts.append(result)
+                    if result.ok:
+                        return None
+                    last_reason = result.error or "failed"
+                    if left <= hook.timeout_ms / 1000.0 and result.error and result.error.startswith("timed out"):
+                        last_reason = f"deadline of the invocation reached ({result.error})"
+                    raise _classify(result)
+        except DeliveryFailure as exc:
+            return exc.reason
+        return last_reason
+
+    def _record_later(self, tenant_id: str, trigger_id: str, event_id: str, event: dict[str, Any],
+                      rows: list[tuple[str, str, str, list[Attempt], str | None]], now: float) -> None:
+        async def write() -> None:
+            try:
+                await self.store.record_sync(
+                    tenant_id=tenant_id, trigger_id=trigger_id, event_id=event_id,
+                    body=json.dumps(event, separators=(",", ":")).encode(), rows=rows, now=now,
+                )
+            except Exception:
+                log.exception("recording a blocking invocation failed")
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._pending_records.add(task)
+        task.add_done_callback(self._pending_records.discard)
+
+    async def drain(self) -> None:
+        """Wait for the records still being written (shutdown, tests)."""
+        while self._pending_records:
+            await asyncio.gather(*list(self._pending_records), return_exceptions=True)
+
+
+def _with_error(a: Attempt, reason: str) -> Attempt:
+    return Attempt(a.number, a.started_at, a.duration_ms, a.status_code, reason, a.response_body,
+                   a.rl_limit, a.rl_remaining, a.rl_reset, a.retry_after)
+
+
+def _classify(result: AttemptResult) -> DeliveryFailure:
+    reason = result.error or "failed"
+    status = result.status_code
+    if status is None:
+        if reason.startswith("connection failed"):
+            return _Retryable(reason)
+        return DeliveryFailure(reason, retryable=False)
+    if status == 429 or status >= 500:
+        if status == 429 and result.retry_after is None:
+            return DeliveryFailure(reason, status=status, retryable=False)
+        return _Retryable(reason, status=status, retry_after=result.retry_after)
+    return DeliveryFailure(reason, status=status, retryable=False)
+
+
+INVOKER: web.AppKey[Invoker] = web.AppKey("invoker", Invoker)

@@ -1,0 +1,6 @@
+/**
+ * credentials-exchange: never calls cb (for timeout / deadline tests).
+ */
+module.exports = function (client, scope, audience, context, cb) {
+  // intentionally never answers
+};

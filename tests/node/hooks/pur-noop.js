@@ -1,0 +1,6 @@
+/**
+ * pre-user-registration: allow without changes (cb() => data {}).
+ */
+module.exports = function (user, context, cb) {
+  cb();
+};

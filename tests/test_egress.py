@@ -1,0 +1,458 @@
+"""The egress guard: classifier, literal parsing, URL rules, and the guarded connector.
+
+Every connection here goes to a real aiohttp receiver on loopback; public addresses are only
+classified, never connected to, and the netguard plugin fails any test that tries otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
+
+from gateway.egress import (
+    MAX_FIELD_SIZE,
+    MAX_LINE_SIZE,
+    REFUSED_RANGES,
+    GuardedResolver,
+    check_url,
+    classify,
+    make_connector,
+    parse_ip_literal,
+    read_capped,
+    refusal_from,
+)
+from gateway.errors import BadRequest, DeliveryFailure, DestinationRefused
+
+pytest_plugins = ["pytester"]
+
+LOOPBACK = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+# --- classifier ---------------------------------------------------------------------------
+
+INSIDE_EACH_RANGE = [
+    ("0.1.2.3", "0.0.0.0/8"),
+    ("10.0.0.5", "10.0.0.0/8"),
+    ("100.64.0.1", "100.64.0.0/10"),
+    ("127.0.0.1", "127.0.0.0/8"),
+    ("169.254.169.254", "169.254.0.0/16"),
+    ("172.16.0.1", "172.16.0.0/12"),
+    ("192.0.0.170", "192.0.0.0/24"),
+    ("192.0.2.1", "192.0.2.0/24"),
+    ("192.88.99.1", "192.88.99.0/24"),
+    ("192.168.1.1", "192.168.0.0/16"),
+    ("198.19.255.255", "198.18.0.0/15"),
+    ("198.51.100.7", "198.51.100.0/24"),
+    ("203.0.113.10", "203.0.113.0/24"),
+    ("239.255.255.250", "224.0.0.0/4"),
+    ("240.0.0.1", "240.0.0.0/4"),
+    ("255.255.255.255", "255.255.255.255/32"),
+    ("::", "::/128"),
+    ("::1", "::1/128"),
+    ("fd00::1", "fc00::/7"),
+    ("fe80::1", "fe80::/10"),
+    ("ff02::1", "ff00::/8"),
+    ("2001:db8::1", "2001:db8::/32"),
+]
+
+
+def test_refused_ranges_are_exactly_the_documented_ones() -> None:
+    assert {str(r.network) for r in REFUSED_RANGES} == {range_ for _, range_ in INSIDE_EACH_RANGE}
+    assert all(r.name for r in REFUSED_RANGES)
+
+
+@pytest.mark.parametrize(("address", "range_"), INSIDE_EACH_RANGE)
+def test_address_inside_a_refused_range_is_refused_with_its_name(address: str, range_: str) -> None:
+    assert classify(ip(address), []) == range_
+
+
+@pytest.mark.parametrize(
+    ("address", "range_"),
+    [
+        ("::ffff:127.0.0.1", "127.0.0.0/8"),  # IPv4-mapped
+        ("::ffff:169.254.169.254", "169.254.0.0/16"),
+        ("::ffff:0.0.0.0", "0.0.0.0/8"),
+        ("64:ff9b::10.0.0.5", "10.0.0.0/8"),  # NAT64: the last 32 bits
+        ("64:ff9b::a9fe:a9fe", "169.254.0.0/16"),
+        ("2002:7f00:1::", "127.0.0.0/8"),  # 6to4: bits 16..48
+        ("2002:a9fe:a9fe:1234::1", "169.254.0.0/16"),
+    ],
+)
+def test_embedded_ipv4_is_classified_as_itself(address: str, range_: str) -> None:
+    assert classify(ip(address), []) == range_
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:93.184.216.34", "64:ff9b::5db8:d822",
+     "2002:5db8:d822::1", "172.32.0.1", "100.128.0.1"],
+)
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert classify(ip(address), []) is None
+
+
+def test_allow_cidrs_make_exceptions_and_apply_to_embedded_addresses() -> None:
+    allow = [ipaddress.ip_network("10.1.0.0/16"), ipaddress.ip_network("fd00::/8")]
+    assert classify(ip("10.1.2.3"), allow) is None
+    assert classify(ip("::ffff:10.1.2.3"), allow) is None
+    assert classify(ip("64:ff9b::10.1.2.3"), allow) is None
+    assert classify(ip("fd00::1"), allow) is None
+    assert classify(ip("10.2.0.1"), allow) == "10.0.0.0/8"
+    assert classify(ip("fc00::1"), allow) == "fc00::/7"
+
+
+# --- literal notations --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("017700000001", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7F.0.0.0x1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("127.0.1", "127.0.0.1"),
+        ("127.0.0.1.", "127.0.0.1"),
+        ("[::ffff:127.0.0.1]", "::ffff:7f00:1"),
+        ("[::ffff:7f00:1]", "::ffff:7f00:1"),
+        ("::ffff:7f00:1", "::ffff:7f00:1"),
+    ],
+)
+def test_odd_notations_of_loopback_normalise_and_are_refused(host: str, expected: str) -> None:
+    address = parse_ip_literal(host)
+    assert address == ip(expected)
+    assert classify(address, []) == "127.0.0.0/8"
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["example.com", "localhost", "hooks.example.test", "0x7g.1", "08.0.0.1", "1.2.3.256", "256.0.0.1",
+     "4294967296", "0x100000000", "1..2", "1.2.3.4.5", "[::1", "[example.com]", "[1.2.3.4]",
+     "127.0.0.1.example.com", "\uff11\uff12\uff17.0.0.1", ""],
+)
+def test_hostnames_and_out_of_range_parts_are_not_literals(host: str) -> None:
+    assert parse_ip_literal(host) is None
+
+
+# --- check_url ----------------------------------------------------------------------------
+
+
+def test_http_is_refused_unless_allowed() -> None:
+    with pytest.raises(BadRequest, match="https"):
+        check_url("http://hooks.example.com/x", allow_http=False, allow_cidrs=[])
+    check_url("http://hooks.example.com/x", allow_http=True, allow_cidrs=[])
+
+
+@pytest.mark.parametrize("url", ["ftp://hooks.example.com/", "hooks.example.com/x", "file:///etc/passwd"])
+def test_other_schemes_are_refused(url: str) -> None:
+    with pytest.raises(BadRequest):
+        check_url(url, allow_http=True, allow_cidrs=[])
+
+
+@pytest.mark.parametrize("url", ["https://user:pw@hooks.example.com/", "https://user@hooks.example.com/"])
+def test_user_info_is_refused(url: str) -> None:
+    with pytest.raises(BadRequest, match="user-info"):
+        check_url(url, allow_http=False, allow_cidrs=[])
+
+
+def test_url_without_host_is_refused() -> None:
+    with pytest.raises(BadRequest, match="host"):
+        check_url("https:///path", allow_http=False, allow_cidrs=[])
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("https://127.0.0.1/x", "destination refused: 127.0.0.1 (127.0.0.0/8)"),
+        ("https://2130706433/x", "destination refused: 127.0.0.1 (127.0.0.0/8)"),
+        ("https://0x7f.1:8443/x", "destination refused: 127.0.0.1 (127.0.0.0/8)"),
+        ("https://169.254.169.254/latest/meta-data", "destination refused: 169.254.169.254 (169.254.0.0/16)"),
+        ("https://[::ffff:169.254.169.254]/", "destination refused: ::ffff:a9fe:a9fe (169.254.0.0/16)"),
+        ("https://[fd00::1]/", "destination refused: fd00::1 (fc00::/7)"),
+    ],
+)
+def test_literal_refused_address_is_refused(url: str, reason: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        check_url(url, allow_http=False, allow_cidrs=[])
+    assert reason in info.value.message
+
+
+def test_hostnames_and_allowed_literals_pass_without_dns() -> None:
+    # netguard would fail this test if check_url resolved anything.
+    check_url("https://hooks.example.com/auth0/post-login", allow_http=False, allow_cidrs=[])
+    check_url("https://localhost/x", allow_http=False, allow_cidrs=[])
+    check_url("https://93.184.216.34/x", allow_http=False, allow_cidrs=[])
+    check_url("https://10.1.2.3/x", allow_http=False, allow_cidrs=[ipaddress.ip_network("10.1.0.0/16")])
+
+
+# --- guarded resolver and connector -------------------------------------------------------
+
+
+class FakeResolver(AbstractResolver):
+    """Answers from a table, and remembers what it was asked."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in self.answers[host]
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@dataclass
+class Receiver:
+    """A real aiohttp server on loopback that records what reached it."""
+
+    server: TestServer
+    requests: list[web.Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        port = self.server.port
+        assert port is not None
+        return port
+
+
+ReceiverFactory = Callable[..., Awaitable[Receiver]]
+
+
+@pytest.fixture
+def receiver(aiohttp_server: ServerFactory) -> ReceiverFactory:
+    async def make(respond: Callable[[web.Request], web.StreamResponse] | None = None) -> Receiver:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            made.requests.append(request)
+            made.bodies.append(await request.read())
+            return respond(request) if respond is not None else web.Response(text="ok")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        made = Receiver(await aiohttp_server(app))
+        return made
+
+    return make
+
+
+def session_for(connector: aiohttp.BaseConnector) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=connector, max_line_size=MAX_LINE_SIZE, max_field_size=MAX_FIELD_SIZE
+    )
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [["10.0.0.5"], ["169.254.169.254"], ["fd00::1"], ["93.184.216.34", "10.0.0.5"]],
+)
+async def test_refused_dns_answer_fails_before_any_connect(
+    answer: list[str], netguard_attempts: list[tuple[str, int]]
+) -> None:
+    inner = FakeResolver({"hooks.example.test": answer})
+    async with session_for(make_connector(allow_cidrs=[], resolver=inner)) as session:
+        with pytest.raises(DestinationRefused) as info:
+            await session.post("https://hooks.example.test/hook", data=b"{}")
+    refusal = refusal_from(info.value)
+    assert refusal is not None
+    assert refusal.address == ("10.0.0.5" if len(answer) > 1 else answer[0])
+    assert str(refusal).startswith(f"destination refused: {refusal.address} (")
+    assert inner.asked == ["hooks.example.test"]
+    assert netguard_attempts == []  # not even the public address of a mixed answer was tried
+
+
+async def test_resolver_reads_odd_literals_itself_without_dns() -> None:
+    inner = FakeResolver({})
+    resolver = GuardedResolver(allow_cidrs=[], inner=inner)
+    with pytest.raises(DestinationRefused, match=r"destination refused: 127\.0\.0\.1 \(127\.0\.0\.0/8\)"):
+        await resolver.resolve("0x7f.1", 80)
+    allowed = await GuardedResolver(allow_cidrs=LOOPBACK, inner=inner).resolve("0x7f.1", 80)
+    assert [r["host"] for r in allowed] == ["127.0.0.1"]
+    assert inner.asked == []
+
+
+async def test_allowed_loopback_receiver_gets_the_request(receiver: ReceiverFactory) -> None:
+    got = await receiver()
+    inner = FakeResolver({"receiver.test": ["127.0.0.1"]})
+    async with session_for(make_connector(allow_cidrs=LOOPBACK, resolver=inner)) as session:
+        async with session.post(f"http://receiver.test:{got.port}/hook", data=b'{"a":1}') as response:
+            assert response.status == 200
+            assert await response.text() == "ok"
+    assert got.bodies == [b'{"a":1}']
+    assert got.requests[0].host == f"receiver.test:{got.port}"
+
+
+@pytest.mark.parametrize(
+    ("url", "ranges"),
+    [
+        ("http://127.0.0.1:{port}/hook", {"127.0.0.0/8"}),
+        ("http://localhost:{port}/hook", {"127.0.0.0/8", "::1/128"}),  # the real resolver
+        ("http://[::ffff:127.0.0.1]:{port}/hook", {"127.0.0.0/8"}),
+        ("http://0x7f.1:{port}/hook", {"127.0.0.0/8"}),
+    ],
+)
+async def test_loopback_is_refused_unless_allowed(
+    receiver: ReceiverFactory, url: str, ranges: set[str]
+) -> None:
+    got = await receiver()
+    async with session_for(make_connector(allow_cidrs=[])) as session:
+        with pytest.raises(DestinationRefused) as info:
+            await session.post(url.format(port=got.port), data=b"{}")
+    refusal = refusal_from(info.value)
+    assert refusal is not None and refusal.range in ranges
+    assert str(refusal) == f"destination refused: {refusal.address} ({refusal.range})"
+    assert got.requests == []
+
+
+async def test_refusal_is_found_behind_aiohttp_and_gateway_wrappers() -> None:
+    class WrappingResolver(FakeResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            guarded = GuardedResolver(allow_cidrs=[], inner=FakeResolver(self.answers))
+            try:
+                return await guarded.resolve(host, port)
+            except DestinationRefused as exc:
+                raise OSError("lookup refused") from exc  # aiohttp wraps OSErrors from resolvers
+
+    resolver = WrappingResolver({"hooks.example.test": ["192.168.1.1"]})
+    connector = aiohttp.TCPConnector(resolver=resolver)
+    async with session_for(connector) as session:
+        with pytest.raises(aiohttp.ClientConnectorDNSError) as info:
+            await session.post("https://hooks.example.test/")
+    refusal = refusal_from(info.value)
+    assert refusal is not None and refusal.range == "192.168.0.0/16"
+
+    try:
+        try:
+            raise DestinationRefused("10.0.0.5", "10.0.0.0/8")
+        except DestinationRefused:
+            raise DeliveryFailure("attempt failed") from None  # hides the cause, keeps the context
+    except DeliveryFailure as failure:
+        assert str(refusal_from(failure)) == "destination refused: 10.0.0.5 (10.0.0.0/8)"
+    assert refusal_from(DeliveryFailure("HTTP 500")) is None
+
+
+async def test_redirect_is_not_followed(receiver: ReceiverFactory) -> None:
+    second = await receiver()
+    first = await receiver(
+        lambda request: web.Response(status=302, headers={"Location": f"http://127.0.0.1:{second.port}/x"})
+    )
+    async with session_for(make_connector(allow_cidrs=LOOPBACK)) as session:
+        async with session.post(f"http://127.0.0.1:{first.port}/hook", allow_redirects=False) as response:
+            assert response.status == 302
+    assert len(first.requests) == 1
+    assert second.requests == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "127.0.0.1",
+        pytest.param(
+            "127.0.0.2",
+            marks=pytest.mark.skipif(sys.platform != "linux", reason="only Linux routes all of 127/8"),
+        ),
+    ],
+)
+async def test_source_address_is_bound(receiver: ReceiverFactory, source: str) -> None:
+    got = await receiver()
+    connector = make_connector(allow_cidrs=LOOPBACK, source_address=source)
+    async with session_for(connector) as session:
+        async with session.post(f"http://127.0.0.1:{got.port}/hook") as response:
+            assert response.status == 200
+    assert [r.remote for r in got.requests] == [source]
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [(4, (b"0123", True)), (10, (b"0123456789", False)), (100, (b"0123456789", False))],
+)
+async def test_read_capped_stops_at_the_limit(
+    receiver: ReceiverFactory, limit: int, expected: tuple[bytes, bool]
+) -> None:
+    got = await receiver(lambda request: web.Response(body=b"0123456789"))
+    async with session_for(make_connector(allow_cidrs=LOOPBACK)) as session:
+        async with session.get(f"http://127.0.0.1:{got.port}/") as response:
+            assert await read_capped(response, limit) == expected
+
+
+# --- the netguard plugin ------------------------------------------------------------------
+
+
+def test_netguard_blocks_a_connect_beyond_loopback(netguard_attempts: list[tuple[str, int]]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with pytest.raises(OSError, match="netguard"):
+            sock.connect(("10.255.255.1", 9))
+        assert sock.connect_ex(("10.255.255.1", 9)) != 0
+        with pytest.raises(OSError):
+            sock.getpeername()  # never connected: nothing was sent
+    assert netguard_attempts == [("10.255.255.1", 9), ("10.255.255.1", 9)]
+    netguard_attempts.clear()  # the guard worked; do not fail this test for it
+
+
+async def test_netguard_blocks_asyncio_connections(netguard_attempts: list[tuple[str, int]]) -> None:
+    import asyncio
+
+    with pytest.raises(OSError, match="netguard"):
+        await asyncio.open_connection("10.255.255.1", 9)
+    with pytest.raises(OSError, match="netguard"):
+        await asyncio.open_connection("hooks.example.com", 443)  # refused before any DNS
+    assert netguard_attempts == [("10.255.255.1", 9), ("hooks.example.com", 443)]
+    netguard_attempts.clear()
+
+
+def test_netguard_fails_the_test_and_names_the_address(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(netguard=Path(__file__).with_name("netguard.py").read_text())
+    pytester.makeconftest('pytest_plugins = ["netguard"]')
+    pytester.makepyfile(
+        test_leak="""
+        import socket
+
+        def test_swallows_the_error():
+            try:
+                socket.create_connection(("10.255.255.1", 9), timeout=0.5)
+            except OSError:
+                pass
+
+        def test_stays_on_loopback():
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*netguard*10.255.255.1:9*"])
