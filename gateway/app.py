@@ -16,9 +16,10 @@ from . import delivery, ingest, ipranges
 from .api import deliveries, hook_test, hooks, openapi, secrets, signing_secrets, tenants
 from .context import SERVICES, Services, services
 from .crypto import cipher_from_settings
-from .errors import ServiceUnavailable
+from .errors import Forbidden, ServiceUnavailable
 from .invoke import INVOKER, Invoker
 from .middleware import api_guard, errors
+from .peers import contains, peer_address
 from .settings import Settings
 from .store import open_store
 from .store.base import Store
@@ -39,6 +40,14 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         raise ServiceUnavailable(f"database not reachable: {type(exc).__name__}") from None
     return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    svc = services(request)
+    if not contains(svc.metrics_cidrs, peer_address(request, svc.trusted_proxies)):
+        raise Forbidden("metrics are not served to this address")
+    svc.metrics.backlog.set(await svc.store.backlog())
+    return web.Response(body=svc.metrics.render(), headers={"Content-Type": svc.metrics.content_type})
 
 
 def create_app(
@@ -88,6 +97,7 @@ def create_app(
 
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
     app.add_routes(tenants.routes())
     app.add_routes(hooks.routes())
     app.add_routes(secrets.routes())

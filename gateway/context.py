@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .auth import TokenVerifier
 from .crypto import Cipher
+from .metrics import Metrics
 from .peers import IPNetwork, networks
 from .ratelimit import RateLimiter
 from .registry import HookRegistry
@@ -38,6 +39,8 @@ class Services:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     egress_allow: tuple[IPNetwork, ...] = ()
     session: aiohttp.ClientSession | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    metrics_cidrs: tuple[IPNetwork, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -55,6 +58,7 @@ class Services:
             ingest_cidrs=networks(settings.ingest.allowed_cidrs),
             trusted_proxies=networks(settings.ingest.trusted_proxies),
             egress_allow=networks(settings.egress.allow_cidrs),
+            metrics_cidrs=networks(settings.server.metrics_allowed_cidrs),
         )
 
 

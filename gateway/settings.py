@@ -81,6 +81,7 @@ class ServerSettings:
     shutdown_timeout: Duration = Duration(10.0)
     access_log: bool = False
     log_level: str = "info"
+    metrics_allowed_cidrs: tuple[Cidr, ...] = (Cidr("127.0.0.1/32"), Cidr("::1/128"))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""Prometheus metrics (prometheus-client), one registry per app so tests stay independent."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events = Counter("gateway_events_total", "Events accepted at ingest", ["trigger"], registry=r)
+        self.attempts = Counter(
+            "gateway_delivery_attempts_total", "Attempts of asynchronous deliveries", ["outcome"], registry=r
+        )
+        self.invocations = Counter(
+            "gateway_sync_invocations_total", "Blocking invocations answered", ["trigger", "result"], registry=r
+        )
+        self.invocation_seconds = Histogram(
+            "gateway_sync_invocation_seconds", "Time to answer a blocking invocation", ["trigger"],
+            buckets=LATENCY_BUCKETS_S, registry=r,
+        )
+        self.backlog = Gauge("gateway_delivery_backlog", "Pending deliveries", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
