@@ -22,6 +22,7 @@ from .store.models import Tenant
 log = logging.getLogger("gateway.cli")
 
 DEMO_TENANT = "demo"
+MIN_HS256_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
 HOOK_SCOPES = (SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE, SCOPE_DELETE)
 
 
@@ -73,9 +74,14 @@ def _demo_banner(settings: Settings) -> str:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     logs.configure(settings.server.log_level)
-    if settings.server.mode == "production" and settings.auth.hs256_secret is not None and \
-            settings.auth.hs256_secret.get() in ("change-me", ""):
-        raise ConfigError(f"{settings.source}: [auth] hs256_secret must be changed in production mode")
+    secret = settings.auth.hs256_secret
+    if settings.server.mode == "production" and secret is not None and (
+        secret.get().startswith("change-me") or len(secret.get()) < MIN_HS256_SECRET_BYTES
+    ):
+        raise ConfigError(
+            f"{settings.source}: [auth] hs256_secret must be changed, and at least "
+            f"{MIN_HS256_SECRET_BYTES} bytes, in production mode"
+        )
     try:
         import uvloop  # noqa: PLC0415
 

@@ -72,7 +72,8 @@ def cipher_from_settings(settings: Settings) -> Cipher:
         raise ConfigError(f"{settings.source}: [security] encryption_key is not valid base64") from None
     if len(key) != KEY_BYTES:
         raise ConfigError(
-            f"{settings.source}: [security] encryption_key must be base64 of {KEY_BYTES} bytes, got {len(key)}"
+            f"{settings.source}: [security] encryption_key must be base64 of {KEY_BYTES} bytes,"
+            f" got {len(key)}"
         )
     return Cipher(key)
 

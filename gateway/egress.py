@@ -29,7 +29,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Response limits, in one place.
-MAX_SYNC_BODY_BYTES = 256 * 1024  # body read from a blocking point's receiver
+MAX_SYNC_BODY_BYTES = 256 * 1024  # longest answer read from a receiver; longer fails the attempt
 MAX_STORED_BODY_BYTES = 4 * 1024  # body kept with a delivery attempt
 MAX_LINE_SIZE = 8190  # bytes in the status line or one header line (ClientSession max_line_size)
 MAX_FIELD_SIZE = 8190  # bytes in one header field (ClientSession max_field_size)

@@ -1,7 +1,8 @@
 """Blocking points: call the enabled hooks in order within one deadline, fold their answers.
 
 Within the deadline a failed attempt that may succeed on a second try (connection failed, a
-5xx, a 429 whose Retry-After fits) is retried with tenacity; then the hook's `failurePolicy`
+5xx, a 429 whose Retry-After fits) is retried with tenacity, at most `MAX_ATTEMPTS` times per
+hook so that a dead hook leaves time for the next ones; then the hook's `failurePolicy`
 decides: `fail` answers a `ServerError`, `skip` goes on as if the hook were absent. Records
 of these invocations (kind `sync`) are written after the answer, batched with other writes.
 """
@@ -20,19 +21,20 @@ from aiohttp import web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from . import ids, points
+from .delivery.attempt import AttemptResult, envelope_error, render_body, request_headers, send
 from .egress import MAX_SYNC_BODY_BYTES
 from .errors import DeliveryFailure, TooManyRequests
 from .registry import LiveHook, TenantView
 from .settings import Settings
 from .store.base import Store
 from .store.models import Attempt
-from .delivery.attempt import AttemptResult, render_body, request_headers, send
 
 log = logging.getLogger("gateway.invoke")
 
 RETRY_BASE_S = 0.05  # first pause between retries inside a deadline, doubled each time
 RETRY_MAX_S = 1.0
 MIN_ATTEMPT_S = 0.05  # no attempt is started with less time than this left
+MAX_ATTEMPTS = 3  # per hook and invocation: a dead hook must not eat the deadline of the next ones
 
 
 class _Retryable(DeliveryFailure):
@@ -70,8 +72,9 @@ class Invoker:
         cap = tenant.max_in_flight or self.settings.sync.max_in_flight
         running = self._in_flight.get(tenant.id, 0)
         if running >= cap:
-            raise TooManyRequests(f"too many blocking invocations in flight for tenant {tenant.id!r} (max {cap})",
-                                  retry_after=1)
+            raise TooManyRequests(
+                f"too many blocking invocations in flight for tenant {tenant.id!r} (max {cap})", retry_after=1
+            )
         self._in_flight[tenant.id] = running + 1
         try:
             return await self._run(view, trigger_id, event, hooks)
@@ -102,8 +105,9 @@ class Invoker:
                 except points.AnswerError as exc:
                     reason = exc.message
             status = "succeeded" if reason is None else "failed"
-            records = [a.record() for a in attempts]
-            if reason is not None and records and records[-1].error is None:
+            # An answered error envelope (a deny, too) is kept in the attempt, as for async ones.
+            records = [a.record(note=envelope_error(a.body) if a.ok else None) for a in attempts]
+            if reason is not None and attempts and attempts[-1].ok:  # answered, but malformed
                 records[-1] = _with_error(records[-1], reason)
             rows.append((delivery_id, live.hook.id, status, records, reason))
             if reason is not None:
@@ -117,58 +121,52 @@ class Invoker:
 
     async def _call(self, live: LiveHook, delivery_id: str, body: bytes, deadline: float,
                     attempts: list[AttemptResult]) -> str | None:
-        """Attempts until one is answered 2xx or the deadline stops retries; None on success,
-        else the reason of the last failure."""
-        hook = live.hook
-        last_reason = "deadline exceeded before the hook was called"
-
-        def wait(state: RetryCallState) -> float:
-            exc = state.outcome.exception() if state.outcome else None
-            backoff = min(RETRY_MAX_S, RETRY_BASE_S * (2 ** (state.attempt_number - 1)))
-            if isinstance(exc, DeliveryFailure) and exc.retry_after is not None:
-                return max(backoff, exc.retry_after)
-            return backoff
-
-        def stop(state: RetryCallState) -> bool:
-            exc = state.outcome.exception() if state.outcome else None
-            pause = wait(state)
-            if isinstance(exc, DeliveryFailure) and exc.retry_after is not None:
-                return time.monotonic() + exc.retry_after + MIN_ATTEMPT_S >= deadline
-            return time.monotonic() + pause + MIN_ATTEMPT_S >= deadline
-
+        """Attempts until one is answered 2xx, or a failure that may not be retried, or the
+        deadline or `MAX_ATTEMPTS` stops retries; None on success, else the last reason."""
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_Retryable), wait=wait, stop=stop, sleep=self.sleep, reraise=True
+            retry=retry_if_exception_type(_Retryable),
+            wait=_retry_wait,
+            stop=lambda state: _stop_retrying(state, deadline),
+            sleep=self.sleep,
+            reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
-                    left = deadline - time.monotonic()
-                    if left < MIN_ATTEMPT_S:
-                        return last_reason if attempts else "deadline exceeded before the hook was called"
-                    timeout = min(hook.timeout_ms / 1000.0, left)
-                    now = self.clock()
-                    result = await send(
-                        self._session(),
-                        hook.url,
-                        body,
-                        request_headers(live, delivery_id, body, now),
-                        timeout_s=timeout,
-                        connect_timeout_s=self.settings.egress.connect_timeout,
-                        body_cap=MAX_SYNC_BODY_BYTES,
-                        allow_http=self.settings.egress.allow_http,
-                        allow_cidrs=self.allow_cidrs,
-                        clock=self.clock,
-                    )
-                    attempts.append(result)
-                    if result.ok:
-                        return None
-                    last_reason = result.error or "failed"
-                    if left <= hook.timeout_ms / 1000.0 and result.error and result.error.startswith("timed out"):
-                        last_reason = f"deadline of the invocation reached ({result.error})"
-                    raise _classify(result)
+                    await self._attempt(live, delivery_id, body, deadline, attempts)
         except DeliveryFailure as exc:
             return exc.reason
-        return last_reason
+        return None
+
+    async def _attempt(self, live: LiveHook, delivery_id: str, body: bytes, deadline: float,
+                       attempts: list[AttemptResult]) -> None:
+        """One attempt within what is left of the deadline; raises `DeliveryFailure` unless 2xx."""
+        hook = live.hook
+        left = deadline - time.monotonic()
+        if left < MIN_ATTEMPT_S:
+            raise DeliveryFailure("deadline of the invocation reached before the hook was called",
+                                  retryable=False)
+        hook_timeout = hook.timeout_ms / 1000.0
+        now = self.clock()
+        result = await send(
+            self._session(),
+            hook.url,
+            body,
+            request_headers(live, delivery_id, body, now),
+            timeout_s=min(hook_timeout, left),
+            connect_timeout_s=self.settings.egress.connect_timeout,
+            body_cap=MAX_SYNC_BODY_BYTES,
+            allow_http=self.settings.egress.allow_http,
+            allow_cidrs=self.allow_cidrs,
+            clock=self.clock,
+        )
+        attempts.append(result)
+        if result.ok:
+            return
+        reason = result.error or "failed"
+        if left < hook_timeout and result.status_code is None and reason.startswith("timed out"):
+            reason = f"deadline of the invocation reached ({reason})"
+        raise _classify(result, reason)
 
     def _record_later(self, tenant_id: str, trigger_id: str, event_id: str, event: dict[str, Any],
                       rows: list[tuple[str, str, str, list[Attempt], str | None]], now: float) -> None:
@@ -196,8 +194,23 @@ def _with_error(a: Attempt, reason: str) -> Attempt:
                    a.rl_limit, a.rl_remaining, a.rl_reset, a.retry_after)
 
 
-def _classify(result: AttemptResult) -> DeliveryFailure:
-    reason = result.error or "failed"
+def _retry_wait(state: RetryCallState) -> float:
+    """Exponential backoff from `RETRY_BASE_S`, or the receiver's Retry-After if longer."""
+    exc = state.outcome.exception() if state.outcome else None
+    backoff: float = min(RETRY_MAX_S, RETRY_BASE_S * 2.0 ** (state.attempt_number - 1))
+    if isinstance(exc, DeliveryFailure) and exc.retry_after is not None:
+        return max(backoff, float(exc.retry_after))
+    return backoff
+
+
+def _stop_retrying(state: RetryCallState, deadline: float) -> bool:
+    """Stop after `MAX_ATTEMPTS`, or when the pause and one more attempt no longer fit."""
+    if state.attempt_number >= MAX_ATTEMPTS:
+        return True
+    return time.monotonic() + _retry_wait(state) + MIN_ATTEMPT_S >= deadline
+
+
+def _classify(result: AttemptResult, reason: str) -> DeliveryFailure:
     status = result.status_code
     if status is None:
         if reason.startswith("connection failed"):

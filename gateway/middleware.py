@@ -55,43 +55,39 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def _api_of(path: str) -> str | None:
-    if path in _PUBLIC:
-        return None
-    if path.startswith("/api/v2/"):
+    """Which of the gateway's own APIs (and so which rate limiter) a path belongs to."""
+    if path == "/api/v2" or path.startswith("/api/v2/"):
         return "management"
-    if path.startswith("/v1/tenants/"):
+    if path == "/v1" or path.startswith("/v1/"):
         return "ingest"
     return None
 
 
 @web.middleware
 async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every answer of `/api/v2` and `/v1`, errors included, carries the rate-limit headers."""
     api = _api_of(request.path)
     if api is None:
         return await handler(request)
     svc = services(request)
     peer = peer_address(request, svc.trusted_proxies)
-    try:
-        if api == "ingest" and not contains(svc.ingest_cidrs, peer):
-            raise Forbidden(f"address {peer} is not allowed to forward events")
-        principal: Principal | None = None
+    forwarding = api == "ingest" and request.path.startswith("/v1/tenants/")
+    peer_allowed = not forwarding or contains(svc.ingest_cidrs, peer)
+    principal: Principal | None = None
+    if request.path not in _PUBLIC and peer_allowed:
         try:
             principal = svc.verifier.verify_header(request.headers.get("Authorization"))
         except Unauthorized as exc:
             request[AUTH_ERROR] = exc
-        if principal is not None:
+        else:
             request[PRINCIPAL] = principal
-        key = _bucket_key(api, request, principal, peer)
-    except ApiError as exc:
-        return error_response(exc)
     limiter = svc.management_limiter if api == "management" else svc.ingest_limiter
-    decision = limiter.take(key)
-    if not decision.allowed:
-        response: web.StreamResponse = error_response(
-            TooManyRequests("rate limit exceeded", retry_after=decision.retry_after, headers=decision.headers())
-        )
-        return response
+    decision = limiter.take(_bucket_key(api, request, principal, peer))
     try:
+        if not decision.allowed:
+            raise TooManyRequests("rate limit exceeded", retry_after=decision.retry_after)
+        if not peer_allowed:
+            raise Forbidden(f"address {peer} is not allowed to forward events")
         if principal is not None and principal.tenant is not None and api == "management":
             await _check_tenant_allowlist(request, principal.tenant, peer)
         response = await handler(request)
@@ -101,20 +97,22 @@ async def api_guard(request: web.Request, handler: Handler) -> web.StreamRespons
         if exc.status < 400:
             raise
         response = http_error_response(exc)
-    response.headers.update(decision.headers())
+    if not response.prepared:
+        response.headers.update(decision.headers())
     return response
 
 
 def _bucket_key(api: str, request: web.Request, principal: Principal | None, peer: object) -> str:
-    if api == "ingest":
-        tenant = request.match_info.get("tenant")
-        if tenant:
-            return f"tenant:{tenant}"
-    if principal is not None:
-        if principal.tenant is not None:
-            return f"tenant:{principal.tenant}"
-        return f"operator:{principal.subject}"
-    return f"anonymous:{peer}"
+    """Verified callers spend their tenant's (or operator's) tokens; anyone else, their address's,
+    so that an unauthenticated caller cannot drain a tenant's bucket."""
+    if principal is None:
+        return f"anonymous:{peer}"
+    if principal.tenant is not None:
+        return f"tenant:{principal.tenant}"
+    tenant = request.match_info.get("tenant") if api == "ingest" else None
+    if tenant:  # a service token for every tenant forwards on the tenant's account
+        return f"tenant:{tenant}"
+    return f"operator:{principal.subject}"
 
 
 async def _check_tenant_allowlist(request: web.Request, tenant_id: str, peer: object) -> None:
@@ -128,7 +126,7 @@ async def _check_tenant_allowlist(request: web.Request, tenant_id: str, peer: ob
 
 def principal(request: web.Request, scope: str) -> Principal:
     """The caller's verified token, with `scope`; else the right 401/403."""
-    found = request.get(PRINCIPAL)
+    found: Principal | None = request.get(PRINCIPAL)
     if found is None:
         raise request.get(AUTH_ERROR) or Unauthorized("missing Authorization header")
     found.require(scope)

@@ -175,15 +175,31 @@ def _validate_pre_user_registration(body: dict[str, Any]) -> None:
         present = True
     if not present:
         raise BadRequest('"user.email", "user.username" or "user.phoneNumber" is required')
-    _object(body, "context", "context")
+    _validate_connection_context(body)
+
+
+def _validate_connection_context(body: dict[str, Any]) -> None:
+    """`context.connection` must be an object: Auth0's user compilers refuse the body otherwise."""
+    context = _object(body, "context", "context")
+    _object(context, "connection", "context.connection")
 
 
 def _validate_send_phone_message(body: dict[str, Any]) -> None:
+    """What Auth0's send-phone-message compiler checks before it calls the hook."""
     _string(body, "recipient", "recipient")
     _string(body, "text", "text")
     context = _object(body, "context", "context")
     _one_of(context, "message_type", "context.message_type", _MESSAGE_TYPES)
     _one_of(context, "action", "context.action", _PHONE_ACTIONS)
+    for key in ("language", "code", "ip", "user_agent"):
+        _string(context, key, f"context.{key}")
+    _object(context, "user", "context.user")
+    if "client" in context:  # optional, but whole when present
+        client = _object(context, "client", "context.client")
+        _string(client, "client_id", "context.client.client_id")
+        _string(client, "name", "context.client.name")
+        if "client_metadata" in client:
+            _object(client, "client_metadata", "context.client.client_metadata")
 
 
 def _validate_user_with_id(body: dict[str, Any]) -> None:
@@ -487,8 +503,15 @@ class Chain:
             return
         if self.trigger_id == CREDENTIALS_EXCHANGE:
             kept, dropped = filter_credentials_exchange(answer.data)
-            self.scope = kept.pop("scope", [])  # a missing scope resets the scopes (Auth0's rule)
-            self.claims.update(kept)
+            scope = kept.pop("scope", [])  # a missing scope resets the scopes (Auth0's rule)
+            merged = {**self.claims, **kept}
+            size = _json_size(merged)
+            if size > MAX_CLAIMS_BYTES:  # each answer fits, but the chain's claims together do not
+                raise AnswerError(
+                    f"custom claims of the chain are {size} bytes, over the limit of {MAX_CLAIMS_BYTES}"
+                )
+            self.scope = scope
+            self.claims = merged
             self.dropped.extend(dropped)
         elif self.trigger_id == PRE_USER_REGISTRATION:
             user = filter_pre_user_registration(answer.data)["user"]

@@ -44,6 +44,8 @@ class RateLimiter:
     MAX_KEYS = 100_000  # full buckets are forgotten first past this many keys
 
     def __init__(self, *, rate: float, burst: int, clock: Callable[[], float] = time.time) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a rate limiter needs rate > 0 and burst >= 1")
         self.rate = rate
         self.burst = burst
         self._clock = clock
@@ -57,13 +59,15 @@ class RateLimiter:
                 self._forget_full(now)
             bucket = self._buckets[key] = _Bucket(tokens=float(self.burst), updated=now)
         else:
-            bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-            bucket.updated = now
+            # A clock that steps back refills nothing (and takes nothing away).
+            elapsed = max(0.0, now - bucket.updated)
+            bucket.tokens = min(self.burst, bucket.tokens + elapsed * self.rate)
+            bucket.updated = max(bucket.updated, now)
         allowed = bucket.tokens >= 1.0
         if allowed:
             bucket.tokens -= 1.0
         missing = self.burst - bucket.tokens
-        reset = math.ceil(now + missing / self.rate) if self.rate > 0 else math.ceil(now)
+        reset = math.ceil(now + missing / self.rate)
         retry_after = 0 if allowed else max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
         return Decision(
             allowed=allowed,
@@ -74,5 +78,12 @@ class RateLimiter:
         )
 
     def _forget_full(self, now: float) -> None:
-        for key in [k for k, b in self._buckets.items() if b.tokens + (now - b.updated) * self.rate >= self.burst]:
+        """Forget buckets that have refilled (forgetting them changes nothing); if that is not
+        enough, the oldest ones, so that memory stays bounded whatever the callers do."""
+        for key, b in list(self._buckets.items()):
+            if b.tokens + (now - b.updated) * self.rate >= self.burst:
+                del self._buckets[key]
+        # Down to 90% at once, so that the scan above is not repeated for every new key.
+        excess = len(self._buckets) - self.MAX_KEYS * 9 // 10
+        for key in list(self._buckets)[: max(0, excess)]:
             del self._buckets[key]

@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +180,14 @@ class Settings:
 
 
 SECTIONS: dict[str, type[Any]] = {
-    f.name: typing.get_type_hints(Settings)[f.name] for f in dataclasses.fields(Settings) if f.name != "source"
+    f.name: typing.get_type_hints(Settings)[f.name]
+    for f in dataclasses.fields(Settings)
+    if f.name != "source"
 }
+
+
+class _EnvText(str):
+    """The raw text of an environment variable: typed once the target key's type is known."""
 
 
 def _convert(value: Any, hint: Any, where: str) -> Any:
@@ -191,6 +198,10 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(value, inner, where)
+    if isinstance(value, _EnvText):
+        # A string key takes the text as it is (a secret "123456" or "true" stays a string);
+        # any other key reads it as a TOML value (5, true, ["1s", "2s"]), else as a string.
+        value = str(value) if hint in (str, Secret, Cidr) else _env_value(value)
     if hint is Duration:
         try:
             return Duration(parse_duration(value))
@@ -247,9 +258,10 @@ def _build(
         current = getattr(base, name)
         changes = {}
         for key, value in values.items():
+            env = f" ({ENV_PREFIX}{name.upper()}_{key.upper()})" if isinstance(value, _EnvText) else ""
             if key not in hints:
-                raise ConfigError(f"{source}: unknown key [{name}] {key}")
-            changes[key] = _convert(value, hints[key], f"{source}: [{name}] {key}")
+                raise ConfigError(f"{source}: unknown key [{name}] {key}{env}")
+            changes[key] = _convert(value, hints[key], f"{source}: [{name}] {key}{env}")
         sections[name] = dataclasses.replace(current, **changes)
     for name in raw:
         if name not in SECTIONS:
@@ -276,8 +288,18 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{s.source}: [delivery] {key} must be at least 1")
     if s.sync.max_in_flight < 1:
         raise ConfigError(f"{s.source}: [sync] max_in_flight must be at least 1")
+    rl = s.ratelimit
+    for key in ("management_rate", "ingest_rate", "management_burst", "ingest_burst"):
+        if getattr(rl, key) <= 0:
+            raise ConfigError(f"{s.source}: [ratelimit] {key} must be above 0")
     if s.server.max_body_bytes < 1024:
         raise ConfigError(f"{s.source}: [server] max_body_bytes must be at least 1024")
+    if s.egress.regions_updated_at is not None:
+        try:
+            datetime.fromisoformat(s.egress.regions_updated_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{s.source}: [egress] regions_updated_at must be an ISO 8601 time "
+                              "such as \"2026-12-01T00:00:00Z\"") from None
 
 
 def _env_value(text: str) -> Any:
@@ -297,7 +319,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         section, _, key = rest.partition("_")
         if section not in SECTIONS or not key:
             raise ConfigError(f"environment: unknown setting {name}")
-        raw.setdefault(section, {})[key] = _env_value(text)
+        raw.setdefault(section, {})[key] = _EnvText(text)
     return raw
 
 

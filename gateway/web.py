@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -48,16 +49,33 @@ async def read_json(request: web.Request, limit: int, *, required: bool = True) 
         if required:
             raise BadRequest("request body must be JSON")
         return None
-    if ctype and ctype != "application/json" and not ctype.endswith("+json") and ctype != "application/octet-stream":
+    # aiohttp reports a missing Content-Type as application/octet-stream: accepted.
+    if ctype not in ("", "application/json", "application/octet-stream") and not ctype.endswith("+json"):
         raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype!r}")
-    return parse_json(raw)
+    value = parse_json(raw)
+    if value is None and not required:
+        raise BadRequest("request body must be a JSON object or empty, not null")
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def parse_json(raw: bytes) -> Any:
+    """JSON that the gateway can store and answer again; anything else is a 400."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(raw)
+    except RecursionError:
+        raise BadRequest("malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
         raise BadRequest(f"malformed JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(raw):
+        # Escaped surrogate pairs are fine; a lone one is text no database or answer can encode.
+        try:
+            _dumps(value).encode()
+        except UnicodeEncodeError:
+            raise BadRequest("malformed JSON: a string holds a lone UTF-16 surrogate") from None
+    return value
 
 
 def require_object(value: Any, what: str = "request body") -> dict[str, Any]:

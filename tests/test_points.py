@@ -111,11 +111,19 @@ def _with(body: dict[str, Any], path: str, value: object) -> dict[str, Any]:
         ("credentials-exchange", "scope"),
         ("pre-user-registration", "user"),
         ("pre-user-registration", "context"),
+        ("pre-user-registration", "context.connection"),
         ("send-phone-message", "recipient"),
         ("send-phone-message", "text"),
         ("send-phone-message", "context"),
         ("send-phone-message", "context.message_type"),
         ("send-phone-message", "context.action"),
+        ("send-phone-message", "context.language"),
+        ("send-phone-message", "context.code"),
+        ("send-phone-message", "context.ip"),
+        ("send-phone-message", "context.user_agent"),
+        ("send-phone-message", "context.user"),
+        ("send-phone-message", "context.client.client_id"),
+        ("send-phone-message", "context.client.name"),
         ("post-user-registration", "user"),
         ("post-user-registration", "user.id"),
         ("post-change-password", "user"),
@@ -155,6 +163,16 @@ def test_missing_required_field_is_named(trigger_id: str, path: str) -> None:
             "login",
             '"context.action" must be one of "enrollment", "second-factor-authentication"',
         ),
+        ("pre-user-registration", "context.connection", "c", '"context.connection" must be an object'),
+        ("send-phone-message", "context.code", 123456, '"context.code" must be a string'),
+        ("send-phone-message", "context.user", "u", '"context.user" must be an object'),
+        ("send-phone-message", "context.client", "c", '"context.client" must be an object'),
+        (
+            "send-phone-message",
+            "context.client.client_metadata",
+            [],
+            '"context.client.client_metadata" must be an object',
+        ),
         ("post-user-registration", "user", "u", '"user" must be an object'),
         ("post-user-registration", "user.id", 7, '"user.id" must be a string'),
         ("post-change-password", "user.id", ["u"], '"user.id" must be a string'),
@@ -167,18 +185,24 @@ def test_wrong_type_is_named(trigger_id: str, path: str, value: object, message:
     assert info.value.message == message
 
 
+@pytest.mark.parametrize("path", ["context.client", "context.client.client_metadata"])
+def test_send_phone_message_client_and_its_metadata_are_optional(path: str) -> None:
+    """As Auth0's send-phone-message compiler: `context.client` may be absent, not partial."""
+    validate_event("send-phone-message", _without(sample_event("send-phone-message"), path))
+
+
 def test_empty_scope_is_valid() -> None:
     validate_event("credentials-exchange", {"audience": "a", "client": {"id": "c"}, "scope": []})
 
 
 @pytest.mark.parametrize("identifier", ["email", "username", "phoneNumber"])
 def test_pre_user_registration_needs_one_identifier(identifier: str) -> None:
-    body = {"user": {identifier: "x"}, "context": {}}
+    body = {"user": {identifier: "x"}, "context": {"connection": {}}}
     validate_event("pre-user-registration", body)
 
 
 def test_pre_user_registration_without_identifier_is_refused() -> None:
-    body = {"user": {"email": None, "tenant": "acme"}, "context": {}}
+    body = {"user": {"email": None, "tenant": "acme"}, "context": {"connection": {}}}
     with pytest.raises(BadRequest) as info:
         validate_event("pre-user-registration", body)
     assert info.value.message == '"user.email", "user.username" or "user.phoneNumber" is required'
@@ -566,6 +590,17 @@ def test_claims_merge_later_wins_and_scope_is_the_last() -> None:
         {"scope": ["a", "b"], "https://example.com/x": 1, "https://example.com/y": 2}
     )
     assert chain.dropped == ["bad"]
+
+
+def test_claims_of_a_chain_over_100_kb_together_are_an_answer_error() -> None:
+    half = "x" * (MAX_CLAIMS_BYTES // 2)
+    chain = Chain("credentials-exchange", CE_EVENT)
+    chain.apply(Answer.success({"scope": ["a"], "https://example.com/one": half}), hook_name="h1")
+    with pytest.raises(AnswerError, match="chain"):
+        chain.apply(Answer.success({"scope": ["b"], "https://example.com/two": half}), hook_name="h2")
+    assert chain.result() == success_envelope({"scope": ["a"], "https://example.com/one": half})
+    chain.apply(Answer.success({"scope": ["c"], "https://example.com/one": "small"}), hook_name="h3")
+    assert chain.result() == success_envelope({"scope": ["c"], "https://example.com/one": "small"})
 
 
 def test_first_error_stops_the_chain() -> None:

@@ -22,7 +22,9 @@ MAX_REPLAY = 10_000
 
 
 def render(d: Delivery) -> dict[str, Any]:
-    due = d.next_attempt_at if d.status == "pending" and d.next_attempt_at is not None and d.next_attempt_at < PARKED_AT else None
+    # A parked delivery (its hook is disabled) has no next attempt until the hook is enabled.
+    parked = d.next_attempt_at is None or d.next_attempt_at >= PARKED_AT
+    due = d.next_attempt_at if d.status == "pending" and not parked else None
     return {
         "id": d.id,
         "eventId": d.event_id,
@@ -46,7 +48,11 @@ def render_attempt(a: Attempt) -> dict[str, Any]:
         "statusCode": a.status_code,
         "error": a.error,
         "responseBody": a.response_body,
-        "rateLimit": {"limit": a.rl_limit, "remaining": a.rl_remaining, "reset": None if a.rl_reset is None else int(a.rl_reset)},
+        "rateLimit": {
+            "limit": a.rl_limit,
+            "remaining": a.rl_remaining,
+            "reset": None if a.rl_reset is None else int(a.rl_reset),
+        },
         "retryAfter": a.retry_after,
     }
 
@@ -70,7 +76,9 @@ async def list_deliveries(request: web.Request) -> web.Response:
     )
     items = [render(d) for d in result.items]
     if query_bool(request, "include_totals"):
-        return json_response({"start": page * per_page, "limit": per_page, "total": result.total, "deliveries": items})
+        return json_response(
+            {"start": page * per_page, "limit": per_page, "total": result.total, "deliveries": items}
+        )
     return json_response(items)
 
 

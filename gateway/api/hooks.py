@@ -47,6 +47,8 @@ HOOK_FIELDS = {
 }
 WRITABLE = {"name", "url", "enabled", "order", "timeoutMs", "failurePolicy", "maxConcurrency",
             "rateLimitPerSecond", "format"}
+# Auth0 fields for code that Auth0 ran; here the code runs at the hook's `url`.
+AUTH0_CODE_FIELDS = ("script", "dependencies")
 
 
 def render(h: Hook) -> dict[str, Any]:
@@ -68,6 +70,13 @@ def render(h: Hook) -> dict[str, Any]:
     }
 
 
+def _check_known(body: dict[str, Any], allowed: set[str]) -> None:
+    for key in AUTH0_CODE_FIELDS:
+        if key in body:
+            raise BadRequest(f"unknown field {key!r}: a gateway hook's code runs at its 'url', not here")
+    validate.no_unknown(body, allowed)
+
+
 def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
     """Validated writable fields, by API name."""
     out: dict[str, Any] = {}
@@ -87,9 +96,11 @@ def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
     if "failurePolicy" in body:
         out["failurePolicy"] = validate.choice(body, "failurePolicy", FAILURE_POLICIES)
     if "maxConcurrency" in body:
-        out["maxConcurrency"] = validate.integer(body, "maxConcurrency", minimum=1, maximum=MAX_CONCURRENCY_MAX)
+        out["maxConcurrency"] = validate.integer(body, "maxConcurrency", minimum=1,
+                                                 maximum=MAX_CONCURRENCY_MAX)
     if "rateLimitPerSecond" in body:
-        out["rateLimitPerSecond"] = validate.number_or_null(body, "rateLimitPerSecond", minimum=0.01, maximum=RATE_MAX)
+        out["rateLimitPerSecond"] = validate.number_or_null(body, "rateLimitPerSecond", minimum=0.01,
+                                                            maximum=RATE_MAX)
     if "format" in body:
         out["format"] = validate.choice(body, "format", FORMATS)
     return out
@@ -111,7 +122,9 @@ async def list_hooks(request: web.Request) -> web.Response:
     )
     hooks = [apply_fields(render(h), names, include) for h in result.items]
     if include_totals:
-        return json_response({"start": page * per_page, "limit": per_page, "total": result.total, "hooks": hooks})
+        return json_response(
+            {"start": page * per_page, "limit": per_page, "total": result.total, "hooks": hooks}
+        )
     return json_response(hooks)
 
 
@@ -119,7 +132,7 @@ async def create_hook(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_CREATE)
     body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
-    validate.no_unknown(body, WRITABLE | {"triggerId"})
+    _check_known(body, WRITABLE | {"triggerId"})
     for key in ("name", "triggerId", "url"):
         if key not in body:
             raise BadRequest(f"{key!r} is required")
@@ -170,7 +183,7 @@ async def update_hook(request: web.Request) -> web.Response:
     tenant = tenant_of(request, SCOPE_UPDATE)
     hook_id = request.match_info["id"]
     body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
-    validate.no_unknown(body, WRITABLE | {"triggerId", "id"})
+    _check_known(body, WRITABLE | {"triggerId", "id"})
     current = await svc.store.get_hook(tenant, hook_id)
     if current is None:
         raise NotFound("hook not found")
@@ -184,7 +197,8 @@ async def update_hook(request: web.Request) -> web.Response:
     if fields.get("enabled"):
         fields["disabledReason"] = None
     single = current.trigger_id if current.trigger_id in SINGLE_ENABLED else None
-    _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(), single_enabled_trigger=single)
+    _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(),
+                                           single_enabled_trigger=single)
     svc.registry.invalidate(tenant)
     return json_response(render(after))
 

@@ -22,7 +22,9 @@ MASK = "_VALUE_NOT_SHOWN_"
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 NAME_MAX = 64
 VALUE_MAX = 4096
-VALUE_OK = re.compile(r"[\t\x20-\x7e\x80-\xff]*")  # a header value: no CR, LF or other controls
+# A header value that arrives as it was stored: visible ASCII with inner spaces or tabs; no CR,
+# LF or other controls, and no whitespace at either end (receivers strip it).
+VALUE_OK = re.compile(r"[\x21-\x7e]([\t\x20-\x7e]*[\x21-\x7e])?")
 RESERVED = frozenset({
     "host", "content-type", "content-length", "content-encoding", "connection", "keep-alive",
     "transfer-encoding", "te", "trailer", "upgrade", "expect", "proxy-authorization",
@@ -34,7 +36,9 @@ RESERVED_PREFIXES = ("webhook-", "x-forwarded-", "x-gateway-")
 
 def _check_name(name: str) -> None:
     if not name or len(name) > NAME_MAX or not TOKEN.fullmatch(name):
-        raise BadRequest(f"secret name {name!r} must be an HTTP header token of at most {NAME_MAX} characters")
+        raise BadRequest(
+            f"secret name {name!r} must be an HTTP header token of at most {NAME_MAX} characters"
+        )
     lowered = name.lower()
     if lowered in RESERVED or lowered.startswith(RESERVED_PREFIXES):
         raise BadRequest(f"secret name {name!r} is a reserved header")
@@ -49,7 +53,10 @@ def _values(body: Any) -> dict[str, str]:
         if not isinstance(value, str) or not value:
             raise BadRequest(f"the value of secret {name!r} must be a non-empty string")
         if len(value) > VALUE_MAX or not VALUE_OK.fullmatch(value):
-            raise BadRequest(f"the value of secret {name!r} must be a header value of at most {VALUE_MAX} characters")
+            raise BadRequest(
+                f"the value of secret {name!r} must be a header value of at most {VALUE_MAX} characters:"
+                " printable ASCII, no line breaks or control characters, no spaces at either end"
+            )
         out[name] = value
     lowered = [n.lower() for n in out]
     if len(set(lowered)) != len(lowered):
@@ -75,11 +82,19 @@ async def add_secrets(request: web.Request) -> web.Response:
     return json_response({n: MASK for n in values}, status=201)
 
 
+async def _stored_names(request: web.Request, tenant: str, hook_id: str, names: list[str]) -> list[str]:
+    """`names` spelled as stored: header names, so secret names, are case-insensitive."""
+    stored = {n.lower(): n for n in await services(request).store.secret_names(tenant, hook_id)}
+    return [stored.get(n.lower(), n) for n in names]
+
+
 async def update_secrets(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_UPDATE)
     hook_id = request.match_info["id"]
-    values = _values(await read_json(request, svc.settings.server.max_body_bytes))
+    given = _values(await read_json(request, svc.settings.server.max_body_bytes))
+    names = await _stored_names(request, tenant, hook_id, list(given))
+    values = dict(zip(names, given.values(), strict=True))
     sealed = {n: svc.cipher.encrypt(v, secret_context(hook_id, n)) for n, v in values.items()}
     await svc.store.update_secrets(tenant, hook_id, sealed, svc.clock())
     svc.registry.invalidate(tenant)
@@ -92,7 +107,9 @@ async def delete_secrets(request: web.Request) -> web.Response:
     body = await read_json(request, svc.settings.server.max_body_bytes)
     if not isinstance(body, list) or not body or not all(isinstance(n, str) for n in body):
         raise BadRequest("body must be a non-empty array of secret names")
-    await svc.store.delete_secrets(tenant, request.match_info["id"], list(dict.fromkeys(body)), svc.clock())
+    hook_id = request.match_info["id"]
+    names = await _stored_names(request, tenant, hook_id, body)
+    await svc.store.delete_secrets(tenant, hook_id, list(dict.fromkeys(names)), svc.clock())
     svc.registry.invalidate(tenant)
     return no_content()
 

@@ -23,7 +23,9 @@ MAX_GRACE_S = 7 * 86400
 async def _render(request: web.Request, tenant: str, hook_id: str) -> web.Response:
     svc = services(request)
     valid = await svc.store.signing_secrets(tenant, hook_id, svc.clock())
-    current = next(s for s in valid if s.expires_at is None)
+    current = next((s for s in valid if s.expires_at is None), None)
+    if current is None:  # the store keeps one current secret per hook; this is corruption
+        raise RuntimeError(f"hook {hook_id} has no current signing secret")
     return json_response({
         "secret": svc.cipher.decrypt(current.value, signing_context(hook_id)),
         "createdAt": iso(current.created_at),
@@ -44,7 +46,7 @@ async def rotate_signing_secret(request: web.Request) -> web.Response:
     tenant = tenant_of(request, SCOPE_UPDATE)
     hook_id = request.match_info["id"]
     body = await read_json(request, svc.settings.server.max_body_bytes, required=False)
-    grace = svc.settings.delivery.signing_grace
+    grace: float = svc.settings.delivery.signing_grace
     if body is not None:
         if not isinstance(body, dict):
             raise BadRequest("body must be a JSON object")

@@ -57,7 +57,7 @@ def _fields(body: dict[str, Any]) -> dict[str, Any]:
         deadlines = body["deadlines"]
         if not isinstance(deadlines, dict):
             raise BadRequest("'deadlines' must be an object of triggerId to milliseconds")
-        for trigger, ms in deadlines.items():
+        for trigger in deadlines:
             if trigger not in points.TRIGGER_IDS or not points.is_blocking(trigger):
                 raise BadRequest(f"'deadlines': {trigger!r} is not a blocking point")
             validate.integer(deadlines, trigger, minimum=100, maximum=MAX_DEADLINE_MS)
@@ -94,7 +94,9 @@ async def list_tenants(request: web.Request) -> web.Response:
     result = await svc.store.list_tenants(offset=page * per_page, limit=per_page)
     tenants = [render(t) for t in result.items]
     if query_bool(request, "include_totals"):
-        return json_response({"start": page * per_page, "limit": per_page, "total": result.total, "tenants": tenants})
+        return json_response(
+            {"start": page * per_page, "limit": per_page, "total": result.total, "tenants": tenants}
+        )
     return json_response(tenants)
 
 

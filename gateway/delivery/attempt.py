@@ -84,7 +84,8 @@ def envelope_error(body: bytes) -> str | None:
     except (UnicodeDecodeError, json.JSONDecodeError):
         return None
     if isinstance(value, dict) and value.get("status") == "error":
-        data = value.get("data") if isinstance(value.get("data"), dict) else {}
+        raw = value.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
         name = data.get("name") or "Error"
         return f"receiver answered an error: {name}: {data.get('message', '')}"[:1000]
     return None
@@ -115,7 +116,8 @@ async def send(
     try:
         check_url(url, allow_http=allow_http, allow_cidrs=allow_cidrs)
         timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(connect_timeout_s, timeout_s))
-        async with session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False) as resp:
+        post = session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+        async with post as resp:
             status = resp.status
             ctype = resp.headers.get("Content-Type")
             now = clock()
@@ -132,6 +134,8 @@ async def send(
         error = exc.message
     except DestinationRefused as exc:  # the guard refused every address before connecting
         error = str(exc)
+    except aiohttp.ConnectionTimeoutError:  # before TimeoutError: it is one
+        error = f"timed out connecting after {min(connect_timeout_s, timeout_s):g}s"
     except TimeoutError:
         error = f"timed out after {timeout_s:g}s"
     except aiohttp.ClientError as exc:

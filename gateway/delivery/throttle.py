@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from ..store.base import Store
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
+PAUSE_REFRESH_S = 1.0  # a destination's pause is read from the store at most this often
+QUEUE_PER_SLOT = 4  # deliveries waiting in memory per `maxConcurrency` slot; the rest go back
 
 
 def destination(url: str) -> str:
@@ -23,19 +26,30 @@ def destination(url: str) -> str:
 
 
 class Pauses:
-    """Destination pauses, written to the store so every worker (and instance) honours them."""
+    """Destination pauses, written to the store so every worker (and instance) honours them.
 
-    def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
+    Pauses this process set are known at once; pauses other instances wrote are picked up
+    from the store at most once per `refresh_s` per destination, so the hot path rarely reads.
+    """
+
+    def __init__(
+        self, store: Store, *, clock: Callable[[], float] = time.time, refresh_s: float = PAUSE_REFRESH_S
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._refresh_s = refresh_s
         self._local: dict[tuple[str, str], float] = {}
+        self._checked: dict[tuple[str, str], float] = {}  # key -> monotonic time of the last read
+        self._reading: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     def until(self, tenant_id: str, dest: str) -> float | None:
-        until = self._local.get((tenant_id, dest))
+        """The end of the pause this process knows of, or None."""
+        key = (tenant_id, dest)
+        until = self._local.get(key)
         if until is None:
             return None
         if until <= self._clock():
-            del self._local[(tenant_id, dest)]
+            del self._local[key]
             return None
         return until
 
@@ -46,77 +60,126 @@ class Pauses:
         self._local[key] = until
         await self._store.set_pause(tenant_id, dest, until)
 
-    async def refresh(self, tenant_id: str, dest: str) -> float | None:
-        """Pick up a pause another instance wrote."""
-        until = await self._store.get_pause(tenant_id, dest, self._clock())
-        if until is not None:
-            self._local[(tenant_id, dest)] = max(until, self._local.get((tenant_id, dest), 0.0))
+    async def check(self, tenant_id: str, dest: str) -> float | None:
+        """The end of the pause of a destination, including pauses other instances wrote."""
+        key = (tenant_id, dest)
+        last = self._checked.get(key)
+        if last is None or time.monotonic() - last >= self._refresh_s:
+            await self._read(key)
         return self.until(tenant_id, dest)
+
+    async def _read(self, key: tuple[str, str]) -> None:
+        pending = self._reading.get(key)
+        if pending is not None:  # one read per destination at a time; the others share it
+            await asyncio.shield(pending)
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reading[key] = future
+        try:
+            until = await self._store.get_pause(key[0], key[1], self._clock())
+            self._checked[key] = time.monotonic()
+            if until is not None:
+                self._local[key] = max(until, self._local.get(key, 0.0))
+        finally:
+            del self._reading[key]
+            future.set_result(None)
+        if len(self._checked) > 10_000:  # forget destinations not seen lately
+            horizon = time.monotonic() - self._refresh_s
+            self._checked = {k: t for k, t in self._checked.items() if t >= horizon}
 
 
 @dataclass(slots=True)
-class _HookState:
+class _Gate:
     limit: int
+    rate: float | None
     active: int = 0
-    waiting: int = 0
-    tokens: float = 0.0
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+    tokens: float = 1.0
     updated: float = 0.0
-    rate: float | None = None
-    cond: asyncio.Condition | None = None
 
 
 class HookLimits:
-    """Per hook: at most `maxConcurrency` requests at once, at most `rateLimitPerSecond`."""
+    """Per hook: at most `maxConcurrency` requests at once, at most `rateLimitPerSecond`.
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    Waiters are served first come, first served; a slot is handed straight to the next
+    waiter, so a late arrival never overtakes the queue.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._clock = clock
-        self._state: dict[str, _HookState] = {}
+        self._sleep = sleep
+        self._gates: dict[str, _Gate] = {}
 
-    def _get(self, hook_id: str, limit: int, rate: float | None) -> _HookState:
-        st = self._state.get(hook_id)
-        if st is None:
-            st = self._state[hook_id] = _HookState(limit=limit, rate=rate, tokens=1.0, updated=self._clock())
-        st.limit, st.rate = limit, rate
-        if st.cond is None:
-            st.cond = asyncio.Condition()
-        return st
+    def _gate(self, hook_id: str, limit: int, rate: float | None) -> _Gate:
+        gate = self._gates.get(hook_id)
+        if gate is None:
+            gate = self._gates[hook_id] = _Gate(limit=limit, rate=rate, updated=self._clock())
+        elif gate.limit != limit or gate.rate != rate:
+            gate.limit, gate.rate = limit, rate
+            self._hand_over(gate)  # a raised limit lets waiters in now
+        return gate
 
     def active(self, hook_id: str) -> int:
-        st = self._state.get(hook_id)
-        return st.active if st else 0
+        gate = self._gates.get(hook_id)
+        return gate.active if gate else 0
 
     def can_queue(self, hook_id: str, limit: int) -> bool:
-        """False when the hook is at its cap with a queue as deep as the cap already waiting."""
-        st = self._state.get(hook_id)
-        return st is None or st.active < limit or st.waiting < limit
+        """False when the hook is at its cap with `QUEUE_PER_SLOT` waiters per slot already."""
+        gate = self._gates.get(hook_id)
+        return gate is None or gate.active < limit or len(gate.waiters) < limit * QUEUE_PER_SLOT
 
     async def acquire(self, hook_id: str, limit: int, rate: float | None) -> None:
-        st = self._get(hook_id, limit, rate)
-        assert st.cond is not None
-        async with st.cond:
-            st.waiting += 1
+        """Wait for a slot (and a token when the hook has a rate); `release` gives it back."""
+        gate = self._gate(hook_id, limit, rate)
+        if gate.active < gate.limit and not gate.waiters:
+            gate.active += 1
+        else:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            gate.waiters.append(waiter)
             try:
-                await st.cond.wait_for(lambda: st.active < st.limit)
-            finally:
-                st.waiting -= 1
-            st.active += 1
-        if rate:
-            await self._take_token(st, rate)
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._release(gate)  # the slot was handed over just as we were cancelled
+                elif waiter in gate.waiters:
+                    gate.waiters.remove(waiter)
+                raise
+        if gate.rate:
+            try:
+                await self._take_token(gate)
+            except BaseException:
+                self._release(gate)
+                raise
 
-    async def _take_token(self, st: _HookState, rate: float) -> None:
-        while True:
+    async def _take_token(self, gate: _Gate) -> None:
+        while gate.rate:
+            rate = gate.rate
             now = self._clock()
-            st.tokens = min(max(rate, 1.0), st.tokens + (now - st.updated) * rate)
-            st.updated = now
-            if st.tokens >= 1.0:
-                st.tokens -= 1.0
+            gate.tokens = min(max(rate, 1.0), gate.tokens + (now - gate.updated) * rate)
+            gate.updated = now
+            if gate.tokens >= 1.0:
+                gate.tokens -= 1.0
                 return
-            await asyncio.sleep((1.0 - st.tokens) / rate)
+            await self._sleep((1.0 - gate.tokens) / rate)
 
-    async def release(self, hook_id: str) -> None:
-        st = self._state.get(hook_id)
-        if st is None or st.cond is None:
-            return
-        async with st.cond:
-            st.active -= 1
-            st.cond.notify(1)
+    def release(self, hook_id: str) -> None:
+        gate = self._gates.get(hook_id)
+        if gate is not None:
+            self._release(gate)
+
+    def _release(self, gate: _Gate) -> None:
+        gate.active -= 1
+        self._hand_over(gate)
+
+    @staticmethod
+    def _hand_over(gate: _Gate) -> None:
+        while gate.waiters and gate.active < gate.limit:
+            waiter = gate.waiters.popleft()
+            if not waiter.done():
+                gate.active += 1
+                waiter.set_result(None)

@@ -101,7 +101,8 @@ class Store(Protocol):
         """Store an event and one delivery per (delivery id, hook id), atomically.
 
         With an idempotency key already used (and not expired) by the tenant, stores nothing
-        and returns the first request's stored response; otherwise returns None."""
+        and returns the first request's stored response (`Conflict` when that request was for
+        another point); otherwise returns None."""
         ...
 
     async def claim_due(self, *, now: float, limit: int, lease_s: float, owner: str) -> list[Claimed]:
@@ -111,11 +112,17 @@ class Store(Protocol):
         due range (no other worker takes it) and comes back by itself if its worker dies."""
         ...
 
+    async def extend_leases(self, delivery_ids: Sequence[str], until: float, *, owner: str) -> None:
+        """Push the lease of deliveries still held by `owner` (and pending) out to `until`."""
+        ...
+
     async def record_outcomes(
         self, outcomes: Sequence[Outcome], now: float, *, owner: str | None = None
     ) -> None:
         """Record attempts and move deliveries on. With `owner`, only rows still leased by it
-        (or leased by nobody) change: a worker whose lease was taken over writes nothing."""
+        (or leased by nobody) change state: a worker whose lease was taken over, or whose
+        delivery was cancelled meanwhile, moves nothing on. The attempt it made is still
+        recorded, numbered after the delivery's last recorded attempt."""
         ...
 
     async def record_sync(
@@ -135,8 +142,9 @@ class Store(Protocol):
         """Push deliveries back without using an attempt (destination paused, hook at its cap)."""
         ...
 
-    async def release(self, delivery_ids: Sequence[str], now: float) -> None:
-        """Give claimed deliveries back at once (clean shutdown)."""
+    async def release(self, delivery_ids: Sequence[str], now: float, *, owner: str | None = None) -> None:
+        """Give claimed deliveries back at once (clean shutdown). With `owner`, only rows that
+        owner still leases: a delivery whose outcome was recorded keeps its due time."""
         ...
 
     async def list_deliveries(
@@ -178,9 +186,10 @@ class Store(Protocol):
 
     async def set_pause(self, tenant_id: str, destination: str, until: float) -> None: ...
 
-    async def purge(self, *, before: float, now: float) -> int:
+    async def purge(self, *, before: float, now: float, batch: int = ...) -> int:
         """Delete finished deliveries, their attempts and events older than `before`, and expired
-        idempotency keys and pauses. Pending deliveries and their events are kept."""
+        idempotency keys and pauses. Pending deliveries and their events are kept. Works in
+        transactions of at most `batch` deliveries, so concurrent ingests keep committing."""
         ...
 
     async def backlog(self) -> int: ...

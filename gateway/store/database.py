@@ -48,10 +48,8 @@ def migrate(conn: sqlite3.Connection) -> int:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     current = row[0] or 0
-    files = sorted(
-        (p for p in resources.files("gateway.store").joinpath("migrations").iterdir() if p.name.endswith(".sql")),
-        key=lambda p: p.name,
-    )
+    folder = resources.files("gateway.store").joinpath("migrations")
+    files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     for file in files:
         version = int(file.name.split("_", 1)[0])
         if version <= current:
@@ -115,9 +113,10 @@ class Database:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        self._writer = await loop.run_in_executor(self._writer_pool, _connect, self.path, self._busy, self._sync)
+        args = (self.path, self._busy, self._sync)
+        self._writer = await loop.run_in_executor(self._writer_pool, _connect, *args)
         await loop.run_in_executor(self._writer_pool, migrate, self._writer)
-        self._reader = await loop.run_in_executor(self._reader_pool, _connect, self.path, self._busy, self._sync)
+        self._reader = await loop.run_in_executor(self._reader_pool, _connect, *args)
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._write_loop(), name="db-writer")
 
@@ -175,7 +174,8 @@ class Database:
                 log.error("write batch failed: %s", exc)
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_exception(exc if isinstance(exc, Exception) else RuntimeError(str(exc)))
+                        error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+                        item.future.set_exception(error)
                 continue
             for item, (ok, value) in zip(batch, results, strict=True):
                 if item.future.done():

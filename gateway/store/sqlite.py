@@ -36,6 +36,13 @@ HOOK_FIELD_COLUMNS = {
 }
 # A deferral for deliveries of a disabled hook: they wait until the hook is enabled again.
 PARKED_AT = 1e15
+PURGE_BATCH = 5000  # finished deliveries deleted per transaction, so ingest is not held up
+# Claim: the oldest due pending rows. The query matches the partial index
+# `deliveries_due (next_attempt_at) WHERE status = 'pending'`, so it never scans the table.
+CLAIM_SQL = (
+    "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
+    " ORDER BY next_attempt_at LIMIT ?"
+)
 
 
 def _hook(row: Sequence[Any]) -> Hook:
@@ -99,8 +106,8 @@ class SqliteStore:
         def op(c: sqlite3.Connection) -> Tenant:
             try:
                 c.execute(
-                    "INSERT INTO tenants (id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO tenants (id, name, allowed_cidrs, deadlines, max_in_flight, created_at,"
+                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
                         tenant.id,
                         tenant.name,
@@ -147,12 +154,15 @@ class SqliteStore:
                    "max_in_flight": "max_in_flight"}
 
         def op(c: sqlite3.Connection) -> Tenant:
-            sets, args = ["updated_at = ?"], [now]
+            sets: list[str] = ["updated_at = ?"]
+            args: list[Any] = [now]
             for key, value in changes.items():
                 sets.append(f"{columns[key]} = ?")
                 args.append(json.dumps(list(value) if key == "allowed_cidrs" else value)
                             if key in ("allowed_cidrs", "deadlines") else value)
-            cur = c.execute(f"UPDATE tenants SET {', '.join(sets)} WHERE id = ?", (*args, tenant_id))  # noqa: S608 - column names are fixed
+            cur = c.execute(  # column names are fixed
+                f"UPDATE tenants SET {', '.join(sets)} WHERE id = ?", (*args, tenant_id)  # noqa: S608
+            )
             if cur.rowcount == 0:
                 raise NotFound(f"tenant {tenant_id!r} not found")
             row = c.execute(
@@ -183,7 +193,8 @@ class SqliteStore:
         def op(c: sqlite3.Connection) -> Hook:
             try:
                 c.execute(
-                    f"INSERT INTO hooks ({_HOOK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+                    f"INSERT INTO hooks ({_HOOK_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         hook.id, hook.tenant_id, hook.name, hook.trigger_id, hook.url, int(hook.enabled),
                         hook.order, hook.timeout_ms, hook.failure_policy, hook.max_concurrency,
@@ -222,7 +233,8 @@ class SqliteStore:
         offset: int = 0,
         limit: int = 50,
     ) -> Page:
-        where, args = ["tenant_id = ?"], [tenant_id]
+        where: list[str] = ["tenant_id = ?"]
+        args: list[Any] = [tenant_id]
         if enabled is not None:
             where.append("enabled = ?")
             args.append(int(enabled))
@@ -259,7 +271,8 @@ class SqliteStore:
             before = _hook(row)
             if single_enabled_trigger and changes.get("enabled") and not before.enabled:
                 other = c.execute(
-                    "SELECT name FROM hooks WHERE tenant_id = ? AND trigger_id = ? AND enabled = 1 AND id != ?",
+                    "SELECT name FROM hooks WHERE tenant_id = ? AND trigger_id = ? AND enabled = 1"
+                    " AND id != ?",
                     (tenant_id, single_enabled_trigger, hook_id),
                 ).fetchone()
                 if other:
@@ -333,7 +346,9 @@ class SqliteStore:
             out = []
             for hook in hooks:
                 secrets = dict(
-                    c.execute("SELECT name, value FROM hook_secrets WHERE hook_id = ? ORDER BY name", (hook.id,))
+                    c.execute(
+                        "SELECT name, value FROM hook_secrets WHERE hook_id = ? ORDER BY name", (hook.id,)
+                    )
                 )
                 signing = [
                     SigningSecret(value=r[0], created_at=r[1], expires_at=r[2])
@@ -353,31 +368,35 @@ class SqliteStore:
     async def secret_names(self, tenant_id: str, hook_id: str) -> list[str]:
         def op(c: sqlite3.Connection) -> list[str]:
             _require_hook(c, tenant_id, hook_id)
-            return [r[0] for r in c.execute("SELECT name FROM hook_secrets WHERE hook_id = ? ORDER BY name", (hook_id,))]
+            rows = c.execute("SELECT name FROM hook_secrets WHERE hook_id = ? ORDER BY name", (hook_id,))
+            return [r[0] for r in rows]
 
         return await self.db.read(op)
 
     async def add_secrets(self, tenant_id: str, hook_id: str, values: Mapping[str, str], now: float) -> None:
         def op(c: sqlite3.Connection) -> None:
             _require_hook(c, tenant_id, hook_id)
-            existing = {r[0].lower() for r in c.execute("SELECT name FROM hook_secrets WHERE hook_id = ?", (hook_id,))}
+            existing = {r[0].lower() for r in _secret_rows(c, hook_id)}
             clash = sorted(n for n in values if n.lower() in existing)
             if clash:
                 raise Conflict(f"secret {clash[0]!r} already exists")
             if len(existing) + len(values) > MAX_SECRETS_PER_HOOK:
                 raise BadRequest(f"a hook can have at most {MAX_SECRETS_PER_HOOK} secrets")
             c.executemany(
-                "INSERT INTO hook_secrets (hook_id, name, value, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO hook_secrets (hook_id, name, value, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 [(hook_id, n, v, now, now) for n, v in values.items()],
             )
             c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
 
         await self.db.write(op)
 
-    async def update_secrets(self, tenant_id: str, hook_id: str, values: Mapping[str, str], now: float) -> None:
+    async def update_secrets(
+        self, tenant_id: str, hook_id: str, values: Mapping[str, str], now: float
+    ) -> None:
         def op(c: sqlite3.Connection) -> None:
             _require_hook(c, tenant_id, hook_id)
-            existing = {r[0] for r in c.execute("SELECT name FROM hook_secrets WHERE hook_id = ?", (hook_id,))}
+            existing = {r[0] for r in _secret_rows(c, hook_id)}
             missing = sorted(n for n in values if n not in existing)
             if missing:
                 raise NotFound(f"secret {missing[0]!r} not found")
@@ -392,11 +411,13 @@ class SqliteStore:
     async def delete_secrets(self, tenant_id: str, hook_id: str, names: Sequence[str], now: float) -> None:
         def op(c: sqlite3.Connection) -> None:
             _require_hook(c, tenant_id, hook_id)
-            existing = {r[0] for r in c.execute("SELECT name FROM hook_secrets WHERE hook_id = ?", (hook_id,))}
+            existing = {r[0] for r in _secret_rows(c, hook_id)}
             missing = sorted(n for n in names if n not in existing)
             if missing:
                 raise NotFound(f"secret {missing[0]!r} not found")
-            c.executemany("DELETE FROM hook_secrets WHERE hook_id = ? AND name = ?", [(hook_id, n) for n in names])
+            c.executemany(
+                "DELETE FROM hook_secrets WHERE hook_id = ? AND name = ?", [(hook_id, n) for n in names]
+            )
             c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
 
         await self.db.write(op)
@@ -457,20 +478,25 @@ class SqliteStore:
         """Store an event and one delivery per (delivery id, hook id), atomically.
 
         With an idempotency key already used (and not expired) by the tenant, stores nothing
-        and returns the first request's stored response; otherwise returns None.
+        and returns the first request's stored response (`Conflict` when that request was for
+        another point); otherwise returns None.
         """
 
         def op(c: sqlite3.Connection) -> str | None:
             if idempotency_key is not None:
                 row = c.execute(
-                    "SELECT response FROM idempotency_keys WHERE tenant_id = ? AND key = ? AND expires_at > ?",
+                    "SELECT response, trigger_id FROM idempotency_keys"
+                    " WHERE tenant_id = ? AND key = ? AND expires_at > ?",
                     (tenant_id, idempotency_key, now),
                 ).fetchone()
                 if row:
+                    if row[1] != trigger_id:
+                        raise Conflict(f"this Idempotency-Key was used for an event of {row[1]!r}")
                     return str(row[0])
                 c.execute(
                     "INSERT OR REPLACE INTO idempotency_keys"
-                    " (tenant_id, key, trigger_id, response, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    " (tenant_id, key, trigger_id, response, created_at, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
                     (tenant_id, idempotency_key, trigger_id, response or "", now, now + idempotency_ttl_s),
                 )
             c.execute(
@@ -478,7 +504,8 @@ class SqliteStore:
                 (event_id, tenant_id, trigger_id, body, now),
             )
             c.executemany(
-                f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?)",  # noqa: S608
+                f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?)",
                 [
                     (did, tenant_id, event_id, hid, trigger_id, kind, status,
                      now if status == "pending" else None, now, now)
@@ -494,19 +521,22 @@ class SqliteStore:
 
         The lease moves `next_attempt_at` to the lease expiry, so a claimed row is out of the
         due range (no other worker takes it) and comes back by itself if its worker dies.
+        The rows are found through the partial index `deliveries_due`: the cost depends on
+        how many are due, not on how many deliveries the table holds.
         """
 
         def op(c: sqlite3.Connection) -> list[Claimed]:
-            rows = c.execute(
-                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = ? WHERE id IN ("  # noqa: S608
-                " SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT ?)"
-                f" RETURNING {_DELIVERY_COLUMNS}",
-                (now + lease_s, owner, now, limit),
-            ).fetchall()
-            if not rows:
+            due = [r[0] for r in c.execute(CLAIM_SQL, (now, limit))]
+            if not due:
                 return []
-            deliveries = [_delivery(r) for r in rows]
+            marks = ",".join("?" * len(due))
+            rows = c.execute(
+                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = ? WHERE id IN ({marks})"  # noqa: S608
+                f" RETURNING {_DELIVERY_COLUMNS}",
+                (now + lease_s, owner, *due),
+            ).fetchall()
+            order = {did: i for i, did in enumerate(due)}
+            deliveries = sorted((_delivery(r) for r in rows), key=lambda d: order[d.id])
             event_ids = list({d.event_id for d in deliveries})
             marks = ",".join("?" * len(event_ids))
             bodies = dict(c.execute(f"SELECT id, body FROM events WHERE id IN ({marks})", event_ids))  # noqa: S608
@@ -514,9 +544,25 @@ class SqliteStore:
 
         return await self.db.write(op)
 
-    async def record_outcomes(self, outcomes: Sequence[Outcome], now: float, *, owner: str | None = None) -> None:
+    async def extend_leases(self, delivery_ids: Sequence[str], until: float, *, owner: str) -> None:
+        """Push the lease of deliveries still held by `owner` (and pending) out to `until`."""
+
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE deliveries SET next_attempt_at = ?"
+                " WHERE id = ? AND status = 'pending' AND lease_owner = ?",
+                [(until, d, owner) for d in delivery_ids],
+            )
+
+        await self.db.write(op)
+
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome], now: float, *, owner: str | None = None
+    ) -> None:
         """Record attempts and move deliveries on. With `owner`, only rows still leased by it
-        (or leased by nobody) change: a worker whose lease was taken over writes nothing."""
+        (or leased by nobody) change state: a worker whose lease was taken over, or whose
+        delivery was cancelled meanwhile, moves nothing on. The attempt it made is still
+        recorded, numbered after the delivery's last recorded attempt."""
 
         def op(c: sqlite3.Connection) -> None:
             for o in outcomes:
@@ -525,18 +571,20 @@ class SqliteStore:
                 if owner is not None:
                     cond += " AND (lease_owner = ? OR lease_owner IS NULL)"
                     args.append(owner)
-                cur = c.execute(
-                    f"UPDATE deliveries SET status = ?, next_attempt_at = ?, attempt_count = attempt_count + ?,"  # noqa: S608
-                    f" last_error = COALESCE(?, last_error), lease_owner = NULL, updated_at = ? WHERE {cond}"
-                    " RETURNING attempt_count",
+                c.execute(
+                    "UPDATE deliveries SET status = ?, next_attempt_at = ?,"  # noqa: S608
+                    " attempt_count = attempt_count + ?, last_error = COALESCE(?, last_error),"
+                    f" lease_owner = NULL, updated_at = ? WHERE {cond}",
                     (o.status, o.next_attempt_at, 1 if o.uses_attempt else 0, o.last_error, now, *args),
                 )
-                row = cur.fetchone()
-                if row is None or o.attempt is None:
+                if o.attempt is None:
                     continue
+                if c.execute("SELECT 1 FROM deliveries WHERE id = ?", (o.delivery_id,)).fetchone() is None:
+                    continue  # purged meanwhile: nothing to attach the record to
                 a = o.attempt
                 number = c.execute(
-                    "SELECT COUNT(*) + 1 FROM attempts WHERE delivery_id = ?", (o.delivery_id,)
+                    "SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE delivery_id = ?",
+                    (o.delivery_id,),
                 ).fetchone()[0]
                 c.execute(
                     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
@@ -567,7 +615,8 @@ class SqliteStore:
             )
             for did, hid, status, attempts, last_error in rows:
                 c.execute(
-                    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, NULL, ?, ?, ?)",  # noqa: S608
+                    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, NULL, ?, ?, ?)",
                     (did, tenant_id, event_id, hid, trigger_id, status, len(attempts), last_error, now, now),
                 )
                 c.executemany(
@@ -595,9 +644,18 @@ class SqliteStore:
 
         await self.db.write(op)
 
-    async def release(self, delivery_ids: Sequence[str], now: float) -> None:
-        """Give claimed deliveries back at once (clean shutdown)."""
-        await self.defer(delivery_ids, now, now)
+    async def release(self, delivery_ids: Sequence[str], now: float, *, owner: str | None = None) -> None:
+        """Give claimed deliveries back at once (clean shutdown). With `owner`, only rows that
+        owner still leases: a delivery whose outcome was recorded keeps its due time."""
+
+        def op(c: sqlite3.Connection) -> None:
+            cond = "id = ? AND status = 'pending'" + (" AND lease_owner = ?" if owner is not None else "")
+            c.executemany(
+                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, updated_at = ? WHERE {cond}",  # noqa: S608
+                [(now, now, d, owner) if owner is not None else (now, now, d) for d in delivery_ids],
+            )
+
+        await self.db.write(op)
 
     async def list_deliveries(
         self,
@@ -610,7 +668,8 @@ class SqliteStore:
         offset: int = 0,
         limit: int = 50,
     ) -> Page:
-        where, args = ["tenant_id = ?"], [tenant_id]
+        where: list[str] = ["tenant_id = ?"]
+        args: list[Any] = [tenant_id]
         for cond, value in (("hook_id = ?", hook_id), ("status = ?", status),
                             ("created_at >= ?", since), ("created_at < ?", until)):
             if value is not None:
@@ -641,7 +700,8 @@ class SqliteStore:
                 Attempt(*r)
                 for r in c.execute(
                     "SELECT number, started_at, duration_ms, status_code, error, response_body, rl_limit,"
-                    " rl_remaining, rl_reset, retry_after FROM attempts WHERE delivery_id = ? ORDER BY number",
+                    " rl_remaining, rl_reset, retry_after FROM attempts WHERE delivery_id = ?"
+                    " ORDER BY number",
                     (delivery_id,),
                 )
             ]
@@ -654,8 +714,8 @@ class SqliteStore:
 
         def op(c: sqlite3.Connection) -> Delivery:
             row = c.execute(
-                "SELECT d.kind, h.id, h.enabled FROM deliveries d LEFT JOIN hooks h ON h.id = d.hook_id"
-                " WHERE d.tenant_id = ? AND d.id = ?",
+                "SELECT d.kind, h.id, h.enabled, d.status, d.lease_owner, d.next_attempt_at"
+                " FROM deliveries d LEFT JOIN hooks h ON h.id = d.hook_id WHERE d.tenant_id = ? AND d.id = ?",
                 (tenant_id, delivery_id),
             ).fetchone()
             if row is None:
@@ -664,15 +724,16 @@ class SqliteStore:
                 raise BadRequest("only deliveries of asynchronous points can be retried")
             if row[1] is None:
                 raise Conflict("the hook of this delivery was deleted")
+            if row[3] == "pending" and row[4] is not None and (row[5] or 0) > now:
+                # Being attempted right now: a second, concurrent send would help nobody.
+                return _delivery_by_id(c, delivery_id)
             due = now if row[2] else PARKED_AT
             c.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,"
                 " updated_at = ?, created_at = created_at WHERE id = ?",
                 (due, now, delivery_id),
             )
-            return _delivery(
-                c.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()  # noqa: S608
-            )
+            return _delivery_by_id(c, delivery_id)
 
         return await self.db.write(op)
 
@@ -694,20 +755,28 @@ class SqliteStore:
 
         def op(c: sqlite3.Connection) -> list[str]:
             hook = _require_hook(c, tenant_id, hook_id)
-            marks = ",".join("?" * len(status_list))
+            # Per event of the window, the hook's latest delivery (SQLite takes the bare
+            # `status` from the row holding MAX(rowid), the last inserted); replay those whose
+            # status is one of `statuses`, oldest event first.
             rows = c.execute(
-                "SELECT DISTINCT event_id FROM deliveries WHERE tenant_id = ? AND hook_id = ? AND kind = 'async'"  # noqa: S608
-                f" AND created_at >= ? AND created_at < ? AND status IN ({marks})",
-                (tenant_id, hook_id, since, until, *status_list),
+                "SELECT d.event_id, d.status, MAX(d.rowid) FROM deliveries d"
+                " JOIN events e ON e.id = d.event_id"
+                " WHERE d.tenant_id = ? AND d.hook_id = ? AND d.kind = 'async'"
+                " AND e.created_at >= ? AND e.created_at < ?"
+                " GROUP BY d.event_id ORDER BY e.created_at, d.event_id",
+                (tenant_id, hook_id, since, until),
             ).fetchall()
             due = now if hook[1] else PARKED_AT
             created = []
-            for (event_id,) in rows:
+            for event_id, status, _ in rows:
+                if status not in status_list:
+                    continue
                 did = next(ids, None)
                 if did is None:  # the caller's cap on one replay
                     break
                 c.execute(
-                    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS}) VALUES (?, ?, ?, ?, ?, 'async', 'pending', 0, ?, NULL, ?, ?)",  # noqa: S608
+                    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, 'async', 'pending', 0, ?, NULL, ?, ?)",
                     (did, tenant_id, event_id, hook_id, hook[2], due, now, now),
                 )
                 created.append(did)
@@ -735,15 +804,21 @@ class SqliteStore:
 
         await self.db.write(op)
 
-    async def purge(self, *, before: float, now: float) -> int:
+    async def purge(self, *, before: float, now: float, batch: int = PURGE_BATCH) -> int:
         """Delete finished deliveries, their attempts and events older than `before`, and expired
-        idempotency keys and pauses. Pending deliveries and their events are kept."""
+        idempotency keys and pauses. Pending deliveries and their events are kept. Works in
+        transactions of at most `batch` deliveries, so concurrent ingests keep committing."""
 
-        def op(c: sqlite3.Connection) -> int:
+        def deliveries(c: sqlite3.Connection) -> int:
             done = c.execute(
-                "DELETE FROM deliveries WHERE created_at < ? AND status != 'pending' RETURNING id", (before,)
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+                " WHERE created_at < ? AND status != 'pending' LIMIT ?) RETURNING id",
+                (before, batch),
             ).fetchall()
             c.executemany("DELETE FROM attempts WHERE delivery_id = ?", done)
+            return len(done)
+
+        def rest(c: sqlite3.Connection) -> None:
             c.execute(
                 "DELETE FROM events WHERE created_at < ? AND NOT EXISTS"
                 " (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
@@ -752,9 +827,15 @@ class SqliteStore:
             c.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
             c.execute("DELETE FROM destination_pauses WHERE until <= ?", (now,))
             c.execute("DELETE FROM signing_secrets WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-            return len(done)
 
-        return await self.db.write(op)
+        removed = 0
+        while True:
+            count = await self.db.write(deliveries)
+            removed += count
+            if count < batch:
+                break
+        await self.db.write(rest)
+        return removed
 
     async def backlog(self) -> int:
         def op(c: sqlite3.Connection) -> int:
@@ -770,3 +851,12 @@ def _require_hook(c: sqlite3.Connection, tenant_id: str, hook_id: str) -> tuple[
     if row is None:
         raise NotFound(f"hook {hook_id!r} not found")
     return (row[0], row[1], row[2])
+
+
+def _secret_rows(c: sqlite3.Connection, hook_id: str) -> list[tuple[str]]:
+    return c.execute("SELECT name FROM hook_secrets WHERE hook_id = ?", (hook_id,)).fetchall()
+
+
+def _delivery_by_id(c: sqlite3.Connection, delivery_id: str) -> Delivery:
+    row = c.execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()  # noqa: S608
+    return _delivery(row)

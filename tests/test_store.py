@@ -1,0 +1,161 @@
+"""The SQLite store's delivery queue: claims through the partial index, leases that expire
+and can be taken over, attempt numbering, release on shutdown, and the purge."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.store.models import Attempt, Outcome
+from gateway.store.sqlite import CLAIM_SQL, SqliteStore
+
+T0 = 1_700_000_000.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(f"sqlite:///{tmp_path / 'store.db'}")
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def ingest(store: SqliteStore, n: int, *, now: float = T0, hook: str = "hk_1") -> list[str]:
+    ids = []
+    for i in range(n):
+        did = f"dlv_{now}_{i}"
+        await store.ingest(tenant_id="acme", trigger_id="post-user-registration", event_id=f"evt_{now}_{i}",
+                           body=b'{"user":{"id":"u"}}', deliveries=[(did, hook)], kind="async", now=now)
+        ids.append(did)
+    return ids
+
+
+def attempt(at: float, status: int = 500) -> Attempt:
+    return Attempt(number=0, started_at=at, duration_ms=1.0, status_code=status, error=None,
+                   response_body=None)
+
+
+async def test_the_claim_query_uses_the_partial_due_index(store: SqliteStore) -> None:
+    await ingest(store, 50)
+
+    def plan(c: sqlite3.Connection) -> list[str]:
+        return [row[3] for row in c.execute("EXPLAIN QUERY PLAN " + CLAIM_SQL, (T0, 10))]
+
+    details = await store.db.read(plan)
+
+    assert any("USING INDEX deliveries_due" in d for d in details), details
+    assert not any(d.startswith("SCAN deliveries") for d in details), details
+
+
+async def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(store: SqliteStore) -> None:
+    (did,) = await ingest(store, 1)
+
+    first = await store.claim_due(now=T0, limit=10, lease_s=2.0, owner="worker-a")
+    during = await store.claim_due(now=T0 + 1.9, limit=10, lease_s=2.0, owner="worker-b")
+    after = await store.claim_due(now=T0 + 2.0, limit=10, lease_s=2.0, owner="worker-b")
+
+    assert [c.delivery.id for c in first] == [did]
+    assert first[0].body == b'{"user":{"id":"u"}}'
+    assert during == []
+    assert [c.delivery.id for c in after] == [did]
+
+
+async def test_claims_take_the_oldest_due_first_and_respect_the_limit(store: SqliteStore) -> None:
+    later = await ingest(store, 2, now=T0 + 10)
+    earlier = await ingest(store, 2, now=T0)
+
+    claimed = await store.claim_due(now=T0 + 20, limit=3, lease_s=60, owner="w")
+
+    assert [c.delivery.id for c in claimed] == [*earlier, later[0]]
+
+
+async def test_a_taken_over_lease_keeps_the_new_owners_state_but_records_both_attempts(
+    store: SqliteStore,
+) -> None:
+    (did,) = await ingest(store, 1)
+    await store.claim_due(now=T0, limit=1, lease_s=2.0, owner="dead")
+    await store.claim_due(now=T0 + 3, limit=1, lease_s=2.0, owner="alive")
+
+    late = Outcome(did, attempt(T0 + 1), "pending", T0 + 100, True, "slow failure")
+    await store.record_outcomes([late], T0 + 3.5, owner="dead")
+    done = Outcome(did, attempt(T0 + 3, 200), "succeeded", None, True, None)
+    await store.record_outcomes([done], T0 + 3.6, owner="alive")
+
+    found = await store.get_delivery("acme", did)
+    assert found is not None
+    delivery, attempts = found
+    assert delivery.status == "succeeded"
+    assert delivery.attempt_count == 1  # only the owner's outcome moved the delivery on
+    assert [(a.number, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
+
+
+async def test_attempts_are_numbered_in_order_including_ones_that_use_no_attempt(store: SqliteStore) -> None:
+    (did,) = await ingest(store, 1)
+    outcomes = [
+        Outcome(did, attempt(T0, 429), "pending", T0, False, None),
+        Outcome(did, attempt(T0 + 1, 500), "pending", T0 + 1, True, "HTTP 500"),
+        Outcome(did, attempt(T0 + 2, 200), "succeeded", None, True, None),
+    ]
+    for o in outcomes:
+        await store.record_outcomes([o], o.attempt.started_at if o.attempt else T0)
+
+    found = await store.get_delivery("acme", did)
+    assert found is not None
+    delivery, attempts = found
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert delivery.attempt_count == 2
+    assert delivery.last_error == "HTTP 500"
+
+
+async def test_release_gives_back_only_what_the_owner_still_holds(store: SqliteStore) -> None:
+    held, recorded = await ingest(store, 2)
+    await store.claim_due(now=T0, limit=2, lease_s=300, owner="w")
+    outcome = Outcome(recorded, attempt(T0), "pending", T0 + 60, True, "x")
+    await store.record_outcomes([outcome], T0, owner="w")
+
+    await store.release([held, recorded], T0 + 1, owner="w")
+
+    claimable = await store.claim_due(now=T0 + 1, limit=10, lease_s=300, owner="v")
+    assert [c.delivery.id for c in claimable] == [held]  # the recorded one keeps its due time
+
+
+async def test_extend_leases_keeps_in_flight_rows_out_of_reach(store: SqliteStore) -> None:
+    (did,) = await ingest(store, 1)
+    await store.claim_due(now=T0, limit=1, lease_s=2, owner="w")
+
+    await store.extend_leases([did], T0 + 10, owner="w")
+    await store.extend_leases([did], T0 + 1000, owner="someone-else")  # not theirs: no effect
+
+    assert await store.claim_due(now=T0 + 5, limit=1, lease_s=2, owner="v") == []
+    assert len(await store.claim_due(now=T0 + 10, limit=1, lease_s=2, owner="v")) == 1
+
+
+async def test_purge_works_in_batches_and_keeps_pending_rows(store: SqliteStore) -> None:
+    done = await ingest(store, 7)
+    pending = await ingest(store, 2, now=T0 + 0.5)
+    await store.record_outcomes(
+        [Outcome(d, attempt(T0, 200), "succeeded", None, True, None) for d in done], T0
+    )
+    before = store.db.batches
+
+    removed = await store.purge(before=T0 + 86400, now=T0 + 86400, batch=3)
+
+    assert removed == 7
+    assert store.db.batches - before >= 3  # 3 + 3 + 1, then the rest: several short transactions
+
+    def counts(c: sqlite3.Connection) -> tuple[int, int, int]:
+        return (c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0],
+                c.execute("SELECT COUNT(*) FROM attempts").fetchone()[0],
+                c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    assert await store.db.read(counts) == (len(pending), 0, len(pending))
+
+
+async def test_concurrent_writes_share_transactions(store: SqliteStore) -> None:
+    before = store.db.batches
+    await asyncio.gather(*(ingest(store, 1, now=T0 + i) for i in range(100)))
+    assert store.db.batches - before < 25
