@@ -62,7 +62,7 @@ def _short(frame: str) -> str:
     return f"{name} ({path})"
 
 
-DB_THREAD_MARK = "(concurrent/futures/thread.py)"  # the executor threads run the database connections
+DB_THREAD_MARK = "_worker (concurrent/futures/thread.py)"  # the executor threads run the database connections
 
 
 def _stacks(raw: Path) -> list[tuple[list[str], int]]:
@@ -82,7 +82,7 @@ def add_threads(summary: Summary, raw: Path) -> None:
     total = sum(n for _, n in stacks)
     if not total:
         return
-    db = [(frames, n) for frames, n in stacks if any(DB_THREAD_MARK in f for f in frames)]
+    db = [(frames, n) for frames, n in stacks if any(f == DB_THREAD_MARK for f in frames)]
     db_total = sum(n for _, n in db)
     summary.threads = [("event loop thread", (total - db_total) / total),
                        ("database threads", db_total / total)]

@@ -65,6 +65,7 @@ def run(ctx: Context) -> Section:
                                              f"({result['statuses']}, {result['errors']} errors)")
         figures = {name: {f"c{c}": _median(runs[(name, c)]) for c in (64, 1)} for name in paths}
         ctx.shared["relay_rate"] = figures["bare relay"]["c64"]["rate"]
+        ctx.shared["relay_cpu_us"] = figures["bare relay"]["c64"]["cpu_us"]
         if ctx.profile:
             load = Load(gw_url, body, (gw.service_header(),), concurrency=64, duration_s=d64, warmup_s=0.5)
             assert gw.proc is not None

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import backlog, bodies, peers
+from .cpu import Meter
 from .gateway import TENANT, Gateway
 from .loadgen import Load, finish_load, run_load, start_load
 from .profile import profile_load
@@ -33,15 +34,20 @@ def run(ctx: Context) -> Section:
         e2e = _end_to_end(ctx, wd / "e2e", body, recv_base, section)
     finally:
         recv.stop()
-    section.headers = ["measurement", "rate", "vs bare relay", "detail"]
+    relay_cpu = ctx.shared.get("relay_cpu_us")
+    section.headers = ["measurement", "rate", "vs bare relay", "gateway CPU/event", "detail"]
     section.rows = [
-        ["bare relay (scenario 1, c=64)", rate(relay_rate), "1.00x", "request forwarded and answered"],
+        ["bare relay (scenario 1, c=64)", rate(relay_rate), "1.00x",
+         f"{relay_cpu:.0f} us (relay)" if relay_cpu else "-", "request forwarded and answered"],
         ["ingest alone (202/s, c=64)", rate(ingest["rate"]), ratio(ingest["rate"] / relay_rate),
+         f"{ingest['cpu_us']:.0f} us",
          f"p50 {ingest['p50_ms']:.2f} ms, p99 {ingest['p99_ms']:.2f} ms; {ingest['stored']:,} events stored"],
         ["end to end (delivered+recorded/s)", rate(e2e["rate"]), ratio(e2e["rate"] / relay_rate),
+         f"{e2e['cpu_us']:.0f} us",
          f"{e2e['succeeded']:,} events in {e2e['elapsed']:.1f} s (ingest {e2e['ingest_s']:.1f} s at "
-         f"{e2e['ingest_rate']:,.0f}/s, delivered {e2e['during']:,} meanwhile; drained the rest at "
-         f"{e2e['drain_rate']:,.0f}/s)"],
+         f"{e2e['ingest_rate']:,.0f}/s, delivered {e2e['during']:,} meanwhile"
+         + (f"; drained the rest at {e2e['drain_rate']:,.0f}/s)"
+            if e2e["succeeded"] > e2e["during"] else ")")],
     ]
     section.targets += [
         Target("ingest alone >= 5,000 events/s", rate(ingest["rate"]), ">= 5,000/s",
@@ -79,12 +85,15 @@ def _ingest_alone(ctx: Context, wd: Path, body: Path, section: Section) -> dict[
     duration = 3.0 if ctx.quick else 10.0
     gw = Gateway.prepare(wd)
     try:
-        gw.start(ctx.pin.server_core)
+        proc = gw.start(ctx.pin.server_core)
         gw.create_tenant()
+        assert gw.proc is proc
         load = Load(f"{gw.base}/v1/tenants/{TENANT}/triggers/{TRIGGER}", body, (gw.service_header(),),
                     concurrency=64, duration_s=duration, warmup_s=1.0, expect=202)
-        result = run_load(load, ctx.pin.peer_core)
+        with Meter([gw.proc.pid]) as meter:
+            result = run_load(load, ctx.pin.peer_core)
         total = int(result["total"])
+        result["cpu_us"] = meter.usage.process_s[gw.proc.pid] / max(1, total) * 1e6
         if result["requests"] != result["ok"] or result["errors"]:
             section.notes.append(f"ingest alone: not all answers were 202: {result['statuses']}, "
                                  f"{result['errors']} errors")
@@ -149,6 +158,8 @@ def _wait_received(recv_base: str, n: int, bound_s: float) -> float:
 def _measure_e2e(ctx: Context, gw: Gateway, load: Load, recv_base: str, drain_bound: float,
                  wd: Path) -> dict[str, Any]:
     peers.reset(recv_base)
+    assert gw.proc is not None
+    meter = Meter([gw.proc.pid]).__enter__()
     t_start = time.time()
     proc = start_load(load, ctx.pin.peer_core, wd / "e2e.ready")
     result = finish_load(proc, load)
@@ -163,6 +174,7 @@ def _measure_e2e(ctx: Context, gw: Gateway, load: Load, recv_base: str, drain_bo
         time.sleep(POLL_S)
         succeeded = backlog.count(gw.db_path, "succeeded")
     t_done = time.time()
+    meter.__exit__()
     received = int(peers.stats(recv_base)["requests"])
     elapsed = t_done - t_start
     drain_s = max(1e-9, t_done - t_ingested)
@@ -177,4 +189,5 @@ def _measure_e2e(ctx: Context, gw: Gateway, load: Load, recv_base: str, drain_bo
         "ingest_s": t_ingested - t_start,
         "ingest_rate": float(result["rate"]),
         "drain_rate": (succeeded - during) / drain_s,
+        "cpu_us": meter.usage.process_s[gw.proc.pid] / max(1, succeeded) * 1e6,
     }

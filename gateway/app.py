@@ -80,8 +80,15 @@ def create_app(
             assert svc.session is not None, "the client session is closed"
             return svc.session
 
-        inv = Invoker(settings, svc.store, session, clock=clock, sleep=seams.get("sleep", asyncio.sleep),
-                      allow_cidrs=svc.egress_allow)
+        inv = Invoker(
+            settings,
+            svc.store,
+            session,
+            clock=clock,
+            sleep=seams.get("sleep", asyncio.sleep),
+            allow_cidrs=svc.egress_allow,
+            metrics=svc.metrics,
+        )
         app[INVOKER] = inv
         yield
         await inv.drain()

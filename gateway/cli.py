@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from . import __version__, logs, settings as settings_mod
+from . import __version__, logs
+from . import settings as settings_mod
 from .auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
 from .errors import ApiError, ConfigError
 from .settings import Settings, parse_duration
@@ -41,7 +42,9 @@ async def _create_tenant(settings: Settings, tenant_id: str, name: str | None, *
         if exist_ok and await store.get_tenant(tenant_id) is not None:
             return False
         now = time.time()
-        await store.create_tenant(Tenant(id=tenant_id, name=name or tenant_id, created_at=now, updated_at=now))
+        await store.create_tenant(
+            Tenant(id=tenant_id, name=name or tenant_id, created_at=now, updated_at=now)
+        )
         return True
     finally:
         await store.close()
@@ -75,8 +78,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     logs.configure(settings.server.log_level)
     secret = settings.auth.hs256_secret
-    if settings.server.mode == "production" and secret is not None and (
-        secret.get().startswith("change-me") or len(secret.get()) < MIN_HS256_SECRET_BYTES
+    if (
+        settings.server.mode == "production"
+        and secret is not None
+        and (secret.get().startswith("change-me") or len(secret.get()) < MIN_HS256_SECRET_BYTES)
     ):
         raise ConfigError(
             f"{settings.source}: [auth] hs256_secret must be changed, and at least "
@@ -128,7 +133,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="TOML settings file (default: $GATEWAY_CONFIG, else built-in defaults)")
+    serve.add_argument(
+        "--config", help="TOML settings file (default: $GATEWAY_CONFIG, else built-in defaults)"
+    )
     serve.add_argument("--demo", action="store_true", help="create the demo tenant and print tokens to try")
     serve.set_defaults(func=cmd_serve)
 
@@ -142,7 +149,9 @@ def parser() -> argparse.ArgumentParser:
 
     token = sub.add_parser("token", help="print a token signed with [auth] hs256_secret")
     token.add_argument("--tenant", help="bind the token to this tenant (omit for an operator token)")
-    token.add_argument("--scope", required=True, help='space-separated scopes, e.g. "read:hooks create:hooks"')
+    token.add_argument(
+        "--scope", required=True, help='space-separated scopes, e.g. "read:hooks create:hooks"'
+    )
     token.add_argument("--ttl", default="1h", help='lifetime, e.g. "30m", "1h", "7d" (default 1h)')
     token.add_argument("--config")
     token.set_defaults(func=cmd_token)

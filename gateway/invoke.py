@@ -24,6 +24,7 @@ from . import ids, points
 from .delivery.attempt import AttemptResult, envelope_error, render_body, request_headers, send
 from .egress import MAX_SYNC_BODY_BYTES
 from .errors import DeliveryFailure, TooManyRequests
+from .metrics import Metrics
 from .registry import LiveHook, TenantView
 from .settings import Settings
 from .store.base import Store
@@ -51,8 +52,10 @@ class Invoker:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         allow_cidrs: Any = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.store = store
         self._session = session_getter
         self.clock = clock
@@ -76,13 +79,18 @@ class Invoker:
                 f"too many blocking invocations in flight for tenant {tenant.id!r} (max {cap})", retry_after=1
             )
         self._in_flight[tenant.id] = running + 1
+        started = time.perf_counter()
         try:
-            return await self._run(view, trigger_id, event, hooks)
+            answer = await self._run(view, trigger_id, event, hooks)
         finally:
             self._in_flight[tenant.id] -= 1
+        self.metrics.invocation_seconds.labels(trigger_id).observe(time.perf_counter() - started)
+        self.metrics.invocations.labels(trigger_id, str(answer.get("status", "error"))).inc()
+        return answer
 
-    async def _run(self, view: TenantView, trigger_id: str, event: dict[str, Any],
-                   hooks: list[LiveHook]) -> dict[str, Any]:
+    async def _run(
+        self, view: TenantView, trigger_id: str, event: dict[str, Any], hooks: list[LiveHook]
+    ) -> dict[str, Any]:
         deadline_ms = view.tenant.deadlines.get(trigger_id)
         budget = deadline_ms / 1000.0 if deadline_ms else self.settings.sync.deadline
         deadline = time.monotonic() + budget
@@ -119,8 +127,9 @@ class Invoker:
         self._record_later(view.tenant.id, trigger_id, event_id, event, rows, now)
         return chain.result()
 
-    async def _call(self, live: LiveHook, delivery_id: str, body: bytes, deadline: float,
-                    attempts: list[AttemptResult]) -> str | None:
+    async def _call(
+        self, live: LiveHook, delivery_id: str, body: bytes, deadline: float, attempts: list[AttemptResult]
+    ) -> str | None:
         """Attempts until one is answered 2xx, or a failure that may not be retried, or the
         deadline or `MAX_ATTEMPTS` stops retries; None on success, else the last reason."""
         retrying = AsyncRetrying(
@@ -138,14 +147,16 @@ class Invoker:
             return exc.reason
         return None
 
-    async def _attempt(self, live: LiveHook, delivery_id: str, body: bytes, deadline: float,
-                       attempts: list[AttemptResult]) -> None:
+    async def _attempt(
+        self, live: LiveHook, delivery_id: str, body: bytes, deadline: float, attempts: list[AttemptResult]
+    ) -> None:
         """One attempt within what is left of the deadline; raises `DeliveryFailure` unless 2xx."""
         hook = live.hook
         left = deadline - time.monotonic()
         if left < MIN_ATTEMPT_S:
-            raise DeliveryFailure("deadline of the invocation reached before the hook was called",
-                                  retryable=False)
+            raise DeliveryFailure(
+                "deadline of the invocation reached before the hook was called", retryable=False
+            )
         hook_timeout = hook.timeout_ms / 1000.0
         now = self.clock()
         result = await send(
@@ -168,13 +179,24 @@ class Invoker:
             reason = f"deadline of the invocation reached ({reason})"
         raise _classify(result, reason)
 
-    def _record_later(self, tenant_id: str, trigger_id: str, event_id: str, event: dict[str, Any],
-                      rows: list[tuple[str, str, str, list[Attempt], str | None]], now: float) -> None:
+    def _record_later(
+        self,
+        tenant_id: str,
+        trigger_id: str,
+        event_id: str,
+        event: dict[str, Any],
+        rows: list[tuple[str, str, str, list[Attempt], str | None]],
+        now: float,
+    ) -> None:
         async def write() -> None:
             try:
                 await self.store.record_sync(
-                    tenant_id=tenant_id, trigger_id=trigger_id, event_id=event_id,
-                    body=json.dumps(event, separators=(",", ":")).encode(), rows=rows, now=now,
+                    tenant_id=tenant_id,
+                    trigger_id=trigger_id,
+                    event_id=event_id,
+                    body=json.dumps(event, separators=(",", ":")).encode(),
+                    rows=rows,
+                    now=now,
                 )
             except Exception:
                 log.exception("recording a blocking invocation failed")
@@ -190,8 +212,18 @@ class Invoker:
 
 
 def _with_error(a: Attempt, reason: str) -> Attempt:
-    return Attempt(a.number, a.started_at, a.duration_ms, a.status_code, reason, a.response_body,
-                   a.rl_limit, a.rl_remaining, a.rl_reset, a.retry_after)
+    return Attempt(
+        a.number,
+        a.started_at,
+        a.duration_ms,
+        a.status_code,
+        reason,
+        a.response_body,
+        a.rl_limit,
+        a.rl_remaining,
+        a.rl_reset,
+        a.retry_after,
+    )
 
 
 def _retry_wait(state: RetryCallState) -> float:

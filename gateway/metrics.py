@@ -19,11 +19,17 @@ class Metrics:
             "gateway_delivery_attempts_total", "Attempts of asynchronous deliveries", ["outcome"], registry=r
         )
         self.invocations = Counter(
-            "gateway_sync_invocations_total", "Blocking invocations answered", ["trigger", "result"], registry=r
+            "gateway_sync_invocations_total",
+            "Blocking invocations answered",
+            ["trigger", "result"],
+            registry=r,
         )
         self.invocation_seconds = Histogram(
-            "gateway_sync_invocation_seconds", "Time to answer a blocking invocation", ["trigger"],
-            buckets=LATENCY_BUCKETS_S, registry=r,
+            "gateway_sync_invocation_seconds",
+            "Time to answer a blocking invocation",
+            ["trigger"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
         )
         self.backlog = Gauge("gateway_delivery_backlog", "Pending deliveries", registry=r)
 

@@ -15,7 +15,15 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway import settings as settings_mod
 from gateway.app import create_app
-from gateway.auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
+from gateway.auth import (
+    SCOPE_ADMIN,
+    SCOPE_CREATE,
+    SCOPE_DELETE,
+    SCOPE_FORWARD,
+    SCOPE_READ,
+    SCOPE_UPDATE,
+    mint,
+)
 from gateway.context import SERVICES, Services
 from gateway.crypto import new_key
 from gateway.delivery import ENGINE, DeliveryEngine
@@ -98,7 +106,9 @@ class Gateway:
     def invoker(self) -> Invoker:
         return self.app[INVOKER]
 
-    def token(self, tenant: str | None = "acme", scopes: tuple[str, ...] = ALL_SCOPES, ttl: float = 3600) -> str:
+    def token(
+        self, tenant: str | None = "acme", scopes: tuple[str, ...] = ALL_SCOPES, ttl: float = 3600
+    ) -> str:
         return mint(self.settings, tenant=tenant, scopes=scopes, ttl_s=ttl)
 
     def operator_token(self) -> str:
@@ -109,7 +119,8 @@ class Gateway:
 
     async def create_tenant(self, tenant_id: str = "acme", **fields: Any) -> dict[str, Any]:
         resp = await self.client.post(
-            "/api/v2/tenants", json={"id": tenant_id, **fields},
+            "/api/v2/tenants",
+            json={"id": tenant_id, **fields},
             headers={"Authorization": f"Bearer {self.operator_token()}"},
         )
         assert resp.status == 201, await resp.text()
@@ -122,7 +133,9 @@ class Gateway:
         return await resp.json()  # type: ignore[no-any-return]
 
     async def add_secrets(self, hook_id: str, secrets: dict[str, str], tenant: str = "acme") -> None:
-        resp = await self.client.post(f"/api/v2/hooks/{hook_id}/secrets", json=secrets, headers=self.auth(tenant))
+        resp = await self.client.post(
+            f"/api/v2/hooks/{hook_id}/secrets", json=secrets, headers=self.auth(tenant)
+        )
         assert resp.status == 201, await resp.text()
 
     async def signing_secret(self, hook_id: str, tenant: str = "acme") -> str:
@@ -130,10 +143,12 @@ class Gateway:
         assert resp.status == 200, await resp.text()
         return str((await resp.json())["secret"])
 
-    async def forward(self, trigger: str, event: dict[str, Any], tenant: str = "acme",
-                      headers: dict[str, str] | None = None) -> Any:
+    async def forward(
+        self, trigger: str, event: dict[str, Any], tenant: str = "acme", headers: dict[str, str] | None = None
+    ) -> Any:
         return await self.client.post(
-            f"/v1/tenants/{tenant}/triggers/{trigger}", json=event,
+            f"/v1/tenants/{tenant}/triggers/{trigger}",
+            json=event,
             headers={**self.auth(tenant, (SCOPE_FORWARD,)), **(headers or {})},
         )
 
@@ -142,14 +157,23 @@ class Gateway:
         assert resp.status == 200, await resp.text()
         return await resp.json()  # type: ignore[no-any-return]
 
-    async def wait_delivery(self, delivery_id: str, *, status: str | None = None, attempts: int | None = None,
-                            tenant: str = "acme", timeout: float = 20.0) -> dict[str, Any]:
+    async def wait_delivery(
+        self,
+        delivery_id: str,
+        *,
+        status: str | None = None,
+        attempts: int | None = None,
+        tenant: str = "acme",
+        timeout: float = 20.0,
+    ) -> dict[str, Any]:
         """Poll until the delivery reaches `status` (and `attempts` attempts), bounded in time."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
             d = await self.delivery(delivery_id, tenant)
-            if (status is None or d["status"] == status) and (attempts is None or len(d["attempts"]) >= attempts):
+            if (status is None or d["status"] == status) and (
+                attempts is None or len(d["attempts"]) >= attempts
+            ):
                 return d
             if loop.time() > end:
                 raise AssertionError(f"delivery did not reach status={status} attempts={attempts}: {d}")
@@ -218,7 +242,9 @@ async def _ok(request: web.Request, received: Received, state: dict[str, Any]) -
 
 
 @pytest.fixture
-async def make_receiver(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Callable[..., Awaitable[Receiver]]:
+async def make_receiver(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> Callable[..., Awaitable[Receiver]]:
     async def make(responder: Responder = _ok) -> Receiver:
         requests: list[Received] = []
         state: dict[str, Any] = {"active": 0, "max_active": 0}

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+
 async def test_create_hook_and_deliver(gateway, make_receiver) -> None:
     rx = await make_receiver()
     hook = await gateway.create_hook(url=rx.url(), enabled=True)

@@ -160,7 +160,9 @@ class HookLimits:
         while gate.rate:
             rate = gate.rate
             now = self._clock()
-            gate.tokens = min(max(rate, 1.0), gate.tokens + (now - gate.updated) * rate)
+            # A bucket of one token: requests are paced 1/rate apart, never sent in a burst, so
+            # no one-second window of the receiver sees more than `rate` (plus the edge one).
+            gate.tokens = min(1.0, gate.tokens + (now - gate.updated) * rate)
             gate.updated = now
             if gate.tokens >= 1.0:
                 gate.tokens -= 1.0
