@@ -205,6 +205,9 @@ def _validate_send_phone_message(body: dict[str, Any]) -> None:
 def _validate_user_with_id(body: dict[str, Any]) -> None:
     user = _object(body, "user", "user")
     _string(user, "id", "user.id")
+    # Auth0's compilers refuse these points' bodies without a connection object.
+    context = _object(body, "context", "context")
+    _object(context, "connection", "context.connection")
 
 
 _VALIDATORS: Final = MappingProxyType(

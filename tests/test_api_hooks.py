@@ -461,7 +461,10 @@ async def test_delete_cancels_the_hooks_pending_deliveries(
 
     rx = await make_receiver(failing)
     hook = await gateway.create_hook(url=rx.url(), enabled=True)
-    sent = await gateway.forward("post-user-registration", {"user": {"id": "u1"}, "context": {}})
+    sent = await gateway.forward(
+        "post-user-registration",
+        {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     delivery_id = (await sent.json())["deliveries"][0]["deliveryId"]
     pending = await gateway.wait_delivery(delivery_id, attempts=1)
     assert pending["status"] == "pending"  # a retry is scheduled

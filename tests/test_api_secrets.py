@@ -73,7 +73,10 @@ async def test_patch_updates_existing_names(gateway: Gateway, make_receiver: Mak
     assert resp.status == 200
     assert await resp.json() == {"X-Api-Key": MASK}
     # The receiver gets the new value.
-    sent = await gateway.forward("post-user-registration", {"user": {"id": "u1"}, "context": {}})
+    sent = await gateway.forward(
+        "post-user-registration",
+        {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     assert sent.status == 202
     (received,) = await rx.wait_for(1)
     assert received.headers["X-Api-Key"] == "new-value"
@@ -212,7 +215,10 @@ async def test_secret_values_never_appear_in_answers_or_logs(
     await call("PATCH", path, {"X-Api-Key": SECRET_VALUES[2]})
     await call("GET", f"/api/v2/hooks/{hook['id']}")
     await call("GET", "/api/v2/hooks")
-    sent = await gateway.forward("post-user-registration", {"user": {"id": "u1"}, "context": {}})
+    sent = await gateway.forward(
+        "post-user-registration",
+        {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     delivery_id = (await sent.json())["deliveries"][0]["deliveryId"]
     (received,) = await rx.wait_for(1)
     assert received.headers["X-Api-Key"] == SECRET_VALUES[2]

@@ -131,6 +131,24 @@ async def test_deleting_a_tenant_deletes_its_hooks_and_refuses_its_tokens(gatewa
     assert await resp.json() == []
 
 
+async def test_a_tenant_created_again_with_the_same_id_sees_none_of_the_old_deliveries(
+    gateway: Gateway, make_receiver: MakeReceiver
+) -> None:
+    rx = await make_receiver()
+    await gateway.create_hook(url=rx.url(), enabled=True)
+    event = {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}}
+    sent = await gateway.forward("post-user-registration", event)
+    delivery_id = (await sent.json())["deliveries"][0]["deliveryId"]
+    await gateway.wait_delivery(delivery_id, status="succeeded")
+    status, _ = await tenants_call(gateway, "DELETE", "/acme")
+    assert status == 204
+    await gateway.create_tenant("acme")
+    resp = await gateway.client.get("/api/v2/deliveries", headers=gateway.auth())
+    assert await resp.json() == []
+    resp = await gateway.client.get(f"/api/v2/deliveries/{delivery_id}", headers=gateway.auth())
+    assert resp.status == 404
+
+
 async def test_a_tenant_allowlist_restricts_its_management_api(gateway: Gateway) -> None:
     status, _ = await tenants_call(gateway, "PATCH", "/acme", {"allowedCidrs": ["192.0.2.0/24"]})
     assert status == 200
@@ -180,7 +198,10 @@ async def test_tenant_b_gets_404_for_every_object_of_tenant_a(
     rx = await make_receiver()
     hook = await gateway.create_hook(name="private", url=rx.url(), enabled=True)
     await gateway.add_secrets(hook["id"], {"X-Api-Key": "acme-only"})
-    sent = await gateway.forward("post-user-registration", {"user": {"id": "u1"}, "context": {}})
+    sent = await gateway.forward(
+        "post-user-registration",
+        {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     delivery_id = (await sent.json())["deliveries"][0]["deliveryId"]
     await gateway.wait_delivery(delivery_id, status="succeeded")
     hid = hook["id"]
@@ -231,7 +252,7 @@ async def test_an_ingest_token_of_one_tenant_cannot_forward_for_another(gateway:
     await gateway.create_tenant("globex")
     resp = await gateway.client.post(
         "/v1/tenants/acme/triggers/post-user-registration",
-        json={"user": {"id": "u1"}, "context": {}},
+        json={"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
         headers=gateway.auth("globex", ("forward:events",)),
     )
     assert resp.status == 403

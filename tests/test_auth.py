@@ -148,7 +148,7 @@ async def test_ingest_refuses_bad_tokens_with_401(gateway: Gateway) -> None:
     for headers in ({}, bearer(hs256(aud="x", scope="forward:events")), bearer("junk")):
         resp = await gateway.client.post(
             "/v1/tenants/acme/triggers/post-user-registration",
-            json={"user": {"id": "u"}, "context": {}},
+            json={"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
             headers=headers,
         )
         assert resp.status == 401

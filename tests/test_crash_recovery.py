@@ -48,7 +48,7 @@ port = {port}
 log_level = "warning"
 shutdown_timeout = "1s"
 [database]
-url = "sqlite:///{tmp_path / 'crash.db'}"
+url = "sqlite:///{tmp_path / "crash.db"}"
 [auth]
 hs256_secret = "crash-test-secret-that-is-long-enough"
 [security]
@@ -83,7 +83,10 @@ class GatewayProcess:
         # Popen only forks and returns: it does not block the loop the way run() would.
         self.proc = subprocess.Popen(  # noqa: S603, ASYNC220 - our own interpreter and module
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
         end = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -136,7 +139,9 @@ def gateway_process(tmp_path: Path) -> Callable[[Path, int], GatewayProcess]:
 
 
 async def test_every_accepted_event_is_delivered_after_a_sigkill(
-    tmp_path: Path, session: aiohttp.ClientSession, make_receiver: Any,
+    tmp_path: Path,
+    session: aiohttp.ClientSession,
+    make_receiver: Any,
     gateway_process: Callable[[Path, int], GatewayProcess],
 ) -> None:
     delivered: set[str] = set()
@@ -151,14 +156,18 @@ async def test_every_accepted_event_is_delivered_after_a_sigkill(
     config = write_config(tmp_path, port)
     settings = settings_mod.load(config, environ={})
     operator = {"Authorization": f"Bearer {mint(settings, tenant=None, scopes=(SCOPE_ADMIN,), ttl_s=600)}"}
-    tenant = {"Authorization": "Bearer " + mint(
-        settings, tenant="acme", scopes=(SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE, SCOPE_FORWARD), ttl_s=600
-    )}
+    tenant = {
+        "Authorization": "Bearer "
+        + mint(
+            settings, tenant="acme", scopes=(SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE, SCOPE_FORWARD), ttl_s=600
+        )
+    }
 
     gw = gateway_process(config, port)
     await gw.start(session)
-    async with session.post(f"{gw.base}/api/v2/tenants", json={"id": "acme", "name": "Acme"},
-                            headers=operator) as resp:
+    async with session.post(
+        f"{gw.base}/api/v2/tenants", json={"id": "acme", "name": "Acme"}, headers=operator
+    ) as resp:
         assert resp.status == 201, await resp.text()
     hook = {"name": "crm", "triggerId": "post-user-registration", "url": rx.url(), "enabled": True}
     async with session.post(f"{gw.base}/api/v2/hooks", json=hook, headers=tenant) as resp:
@@ -171,10 +180,11 @@ async def test_every_accepted_event_is_delivered_after_a_sigkill(
 
         async def one(user_id: str) -> None:
             async with gate:
-                body = {"user": {"id": user_id}, "context": {}}
+                body = {"user": {"id": user_id}, "context": {"connection": {"id": "con_1", "name": "db"}}}
                 try:
-                    async with session.post(f"{base}/v1/tenants/acme/triggers/post-user-registration",
-                                            json=body, headers=tenant) as resp:
+                    async with session.post(
+                        f"{base}/v1/tenants/acme/triggers/post-user-registration", json=body, headers=tenant
+                    ) as resp:
                         if resp.status == 202:
                             accepted.add(user_id)
                 except (TimeoutError, aiohttp.ClientError):

@@ -17,7 +17,7 @@ SCOPES = (SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE, SCOPE_DELETE, SCOPE_FORWARD)
 
 
 def event(user_id: str = "u1") -> dict[str, Any]:
-    return {"user": {"id": user_id}, "context": {}}
+    return {"user": {"id": user_id}, "context": {"connection": {"id": "con_1", "name": "db"}}}
 
 
 async def first_delivery(resp: Any) -> str:
@@ -63,8 +63,19 @@ async def test_an_attempt_records_status_duration_body_and_rate_limit_headers(ga
     assert a["rateLimit"]["limit"] == 100
     assert a["rateLimit"]["remaining"] == 42
     assert before + 29 <= a["rateLimit"]["reset"] <= time.time() + 31  # "30" is seconds from now
-    assert set(d) >= {"id", "eventId", "hookId", "triggerId", "kind", "status", "attemptCount",
-                      "nextAttemptAt", "lastError", "createdAt", "updatedAt"}
+    assert set(d) >= {
+        "id",
+        "eventId",
+        "hookId",
+        "triggerId",
+        "kind",
+        "status",
+        "attemptCount",
+        "nextAttemptAt",
+        "lastError",
+        "createdAt",
+        "updatedAt",
+    }
     assert d["kind"] == "async"
     assert d["triggerId"] == PUR
 
@@ -83,8 +94,9 @@ async def test_a_200_error_envelope_is_delivered_and_its_error_kept(gateway, mak
     assert len(rx.requests) == 1
 
 
-async def test_deliveries_list_filters_by_hook_status_and_time_and_pages(make_gateway, make_settings,
-                                                                         make_receiver) -> None:
+async def test_deliveries_list_filters_by_hook_status_and_time_and_pages(
+    make_gateway, make_settings, make_receiver
+) -> None:
     async def refuse(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:
         return web.Response(status=500)
 
@@ -168,8 +180,9 @@ async def test_replay_redelivers_failed_events_once(make_gateway, make_settings,
     rx.state["up"] = True
     url = f"/api/v2/hooks/{hook['id']}/replay"
 
-    resp = await gw.client.post(url, json={"since": "2000-01-01T00:00:00Z", "status": ["failed"]},
-                                headers=gw.auth())
+    resp = await gw.client.post(
+        url, json={"since": "2000-01-01T00:00:00Z", "status": ["failed"]}, headers=gw.auth()
+    )
 
     assert resp.status == 202, await resp.text()
     body = await resp.json()
@@ -178,16 +191,21 @@ async def test_replay_redelivers_failed_events_once(make_gateway, make_settings,
         await gw.wait_delivery(delivery_id, status="succeeded")
     assert sorted(r.json()["user"]["id"] for r in rx.requests[-3:]) == ["u0", "u1", "u2"]
     # Their latest delivery succeeded: replaying failed ones again finds nothing.
-    again = await gw.client.post(url, json={"since": "2000-01-01T00:00:00Z", "status": "failed"},
-                                 headers=gw.auth())
+    again = await gw.client.post(
+        url, json={"since": "2000-01-01T00:00:00Z", "status": "failed"}, headers=gw.auth()
+    )
     assert (await again.json())["count"] == 0
 
 
 async def test_replay_validates_its_body(gateway) -> None:
     hook = await gateway.create_hook(enabled=False)
     url = f"/api/v2/hooks/{hook['id']}/replay"
-    for body in ({}, {"since": "yesterday"}, {"since": "2000-01-01T00:00:00Z", "status": ["lost"]},
-                 {"since": "2000-01-01T00:00:00Z", "extra": 1}):
+    for body in (
+        {},
+        {"since": "yesterday"},
+        {"since": "2000-01-01T00:00:00Z", "status": ["lost"]},
+        {"since": "2000-01-01T00:00:00Z", "extra": 1},
+    ):
         resp = await gateway.client.post(url, json=body, headers=gateway.auth())
         assert resp.status == 400, body
     missing = await gateway.client.post(
@@ -196,8 +214,9 @@ async def test_replay_validates_its_body(gateway) -> None:
     assert missing.status == 404
 
 
-async def test_a_disabled_hooks_deliveries_wait_and_resume_when_enabled(make_gateway, make_settings,
-                                                                        make_receiver) -> None:
+async def test_a_disabled_hooks_deliveries_wait_and_resume_when_enabled(
+    make_gateway, make_settings, make_receiver
+) -> None:
     gw = await make_gateway(make_settings(delivery={"retry_schedule": ["100ms"]}))
     await gw.create_tenant("acme")
     gate = Gate(status=500)

@@ -21,7 +21,7 @@ RENDER_S = 0.001  # startedAt is rendered to the millisecond
 
 
 def event(user_id: str = "u1") -> dict[str, Any]:
-    return {"user": {"id": user_id}, "context": {}}
+    return {"user": {"id": user_id}, "context": {"connection": {"id": "con_1", "name": "db"}}}
 
 
 def ts(iso: str) -> float:
@@ -161,13 +161,18 @@ async def test_a_delivery_past_the_maximum_age_fails(make_gateway, make_settings
     clock = Clock()
     settings = make_settings(delivery={"retry_schedule": ["100ms", "100ms", "100ms"], "max_age": "3d"})
     gw = await make_gateway(settings, clock=clock)
-    token = mint(settings, tenant="acme", scopes=("read:hooks", "create:hooks", "update:hooks",
-                                                   "delete:hooks", SCOPE_FORWARD), ttl_s=10 * 86400)
+    token = mint(
+        settings,
+        tenant="acme",
+        scopes=("read:hooks", "create:hooks", "update:hooks", "delete:hooks", SCOPE_FORWARD),
+        ttl_s=10 * 86400,
+    )
     auth = {"Authorization": f"Bearer {token}"}
     await gw.create_tenant("acme")
     rx = await make_receiver(scripted(*[(500, {})] * 10))
-    resp = await gw.client.post("/api/v2/hooks", json={"name": "h", "triggerId": PUR, "url": rx.url(),
-                                                       "enabled": True}, headers=auth)
+    resp = await gw.client.post(
+        "/api/v2/hooks", json={"name": "h", "triggerId": PUR, "url": rx.url(), "enabled": True}, headers=auth
+    )
     assert resp.status == 201
     resp = await gw.client.post(f"/v1/tenants/acme/triggers/{PUR}", json=event(), headers=auth)
     delivery_id = (await resp.json())["deliveries"][0]["deliveryId"]
@@ -275,8 +280,28 @@ async def test_410_gone_disables_the_hook_and_says_why(gateway, make_receiver) -
     assert d["nextAttemptAt"] is None
     assert (await (await gateway.forward(PUR, event("u2"))).json())["deliveries"] == []
 
-    enabled = await gateway.client.patch(f"/api/v2/hooks/{hook['id']}", json={"enabled": True},
-                                         headers=gateway.auth())
+    enabled = await gateway.client.patch(
+        f"/api/v2/hooks/{hook['id']}", json={"enabled": True}, headers=gateway.auth()
+    )
     assert (await enabled.json())["disabledReason"] is None
     d = await gateway.wait_delivery(delivery_id, status="succeeded")
     assert [a["statusCode"] for a in d["attempts"]] == [410, 200]
+
+
+async def test_a_2xx_answer_that_is_not_json_is_a_failed_attempt(
+    make_gateway, make_settings, make_receiver
+) -> None:
+    async def respond(request: web.Request, received, state) -> web.StreamResponse:
+        if len(state.setdefault("seen", [])) == 0:
+            state["seen"].append(1)
+            return web.Response(text="OK, thanks")
+        return web.Response(status=204)
+
+    gw = await gateway_with(make_gateway, make_settings, retry_schedule=["50ms"])
+    rx = await make_receiver(respond)
+    await gw.create_hook(url=rx.url(), enabled=True)
+    sent = await (await gw.forward(PUR, event())).json()
+    d = await gw.wait_delivery(sent["deliveries"][0]["deliveryId"], status="succeeded")
+    first, second = d["attempts"]
+    assert first["statusCode"] == 200 and "not JSON" in first["error"]
+    assert second["statusCode"] == 204 and second["error"] is None

@@ -11,7 +11,10 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 PUR = "post-user-registration"
-EVENT = {"user": {"id": "u1", "email": "a@example.com", "user_metadata": {"plan": "pro"}}, "context": {}}
+EVENT = {
+    "user": {"id": "u1", "email": "a@example.com", "user_metadata": {"plan": "pro"}},
+    "context": {"connection": {"id": "con_1", "name": "db"}},
+}
 
 
 async def _deliver_one(gateway, rx, **hook_fields):
@@ -41,8 +44,9 @@ async def test_during_a_rotation_each_valid_secret_signs(gateway, make_receiver)
     rx = await make_receiver()
     hook = await gateway.create_hook(url=rx.url(), enabled=True)
     old = await gateway.signing_secret(hook["id"])
-    rotated = await gateway.client.post(f"/api/v2/hooks/{hook['id']}/signing-secret/rotate",
-                                        headers=gateway.auth())
+    rotated = await gateway.client.post(
+        f"/api/v2/hooks/{hook['id']}/signing-secret/rotate", headers=gateway.auth()
+    )
     assert rotated.status == 200, await rotated.text()
     new = (await rotated.json())["secret"]
     assert new != old
@@ -65,8 +69,9 @@ async def test_during_a_rotation_each_valid_secret_signs(gateway, make_receiver)
     assert verified == 2
 
 
-async def test_retries_keep_the_webhook_id_and_get_a_fresh_timestamp(make_gateway, make_settings,
-                                                                     make_receiver) -> None:
+async def test_retries_keep_the_webhook_id_and_get_a_fresh_timestamp(
+    make_gateway, make_settings, make_receiver
+) -> None:
     async def fail_first(request: web.Request, received, state) -> web.StreamResponse:
         state["n"] = state.get("n", 0) + 1
         return web.Response(status=500) if state["n"] == 1 else web.json_response({})
@@ -119,7 +124,8 @@ async def test_auth0_format_sends_the_forwarded_bytes_unchanged(gateway, make_re
     hook = await gateway.create_hook(url=rx.url(), enabled=True, format="auth0")
     raw = json.dumps(EVENT, indent=3, ensure_ascii=True).encode() + b"\n"
     resp = await gateway.client.post(
-        f"/v1/tenants/acme/triggers/{PUR}", data=raw,
+        f"/v1/tenants/acme/triggers/{PUR}",
+        data=raw,
         headers={**gateway.auth("acme"), "Content-Type": "application/json"},
     )
     assert resp.status == 202

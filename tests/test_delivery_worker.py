@@ -20,7 +20,7 @@ PUR = "post-user-registration"
 
 
 def event(user_id: str = "u1") -> dict[str, Any]:
-    return {"user": {"id": user_id}, "context": {}}
+    return {"user": {"id": user_id}, "context": {"connection": {"id": "con_1", "name": "db"}}}
 
 
 def row(settings: Any, delivery_id: str) -> tuple[Any, ...]:
@@ -102,8 +102,9 @@ async def test_a_clean_shutdown_lets_in_flight_attempts_finish(make_gateway, mak
     assert delivery_tasks() == []
 
 
-async def test_a_shutdown_gives_back_attempts_that_do_not_finish_in_time(make_gateway, make_settings,
-                                                                         make_receiver) -> None:
+async def test_a_shutdown_gives_back_attempts_that_do_not_finish_in_time(
+    make_gateway, make_settings, make_receiver
+) -> None:
     arrived, release = asyncio.Event(), asyncio.Event()
 
     async def stuck(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:

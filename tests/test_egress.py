@@ -100,8 +100,16 @@ def test_embedded_ipv4_is_classified_as_itself(address: str, range_: str) -> Non
 
 @pytest.mark.parametrize(
     "address",
-    ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "::ffff:93.184.216.34", "64:ff9b::5db8:d822",
-     "2002:5db8:d822::1", "172.32.0.1", "100.128.0.1"],
+    [
+        "93.184.216.34",
+        "8.8.8.8",
+        "2606:4700::1111",
+        "::ffff:93.184.216.34",
+        "64:ff9b::5db8:d822",
+        "2002:5db8:d822::1",
+        "172.32.0.1",
+        "100.128.0.1",
+    ],
 )
 def test_public_addresses_are_allowed(address: str) -> None:
     assert classify(ip(address), []) is None
@@ -146,9 +154,25 @@ def test_odd_notations_of_loopback_normalise_and_are_refused(host: str, expected
 
 @pytest.mark.parametrize(
     "host",
-    ["example.com", "localhost", "hooks.example.test", "0x7g.1", "08.0.0.1", "1.2.3.256", "256.0.0.1",
-     "4294967296", "0x100000000", "1..2", "1.2.3.4.5", "[::1", "[example.com]", "[1.2.3.4]",
-     "127.0.0.1.example.com", "\uff11\uff12\uff17.0.0.1", ""],
+    [
+        "example.com",
+        "localhost",
+        "hooks.example.test",
+        "0x7g.1",
+        "08.0.0.1",
+        "1.2.3.256",
+        "256.0.0.1",
+        "4294967296",
+        "0x100000000",
+        "1..2",
+        "1.2.3.4.5",
+        "[::1",
+        "[example.com]",
+        "[1.2.3.4]",
+        "127.0.0.1.example.com",
+        "\uff11\uff12\uff17.0.0.1",
+        "",
+    ],
 )
 def test_hostnames_and_out_of_range_parts_are_not_literals(host: str) -> None:
     assert parse_ip_literal(host) is None

@@ -19,7 +19,10 @@ DAY_S = 86400.0
 
 
 def event(user_id: str = "u1") -> dict[str, Any]:
-    return {"user": {"id": user_id, "email": f"{user_id}@example.com"}, "context": {}}
+    return {
+        "user": {"id": user_id, "email": f"{user_id}@example.com"},
+        "context": {"connection": {"id": "con_1", "name": "db"}},
+    }
 
 
 class Clock:
@@ -63,9 +66,13 @@ async def test_202_names_the_event_and_one_delivery_per_enabled_hook(gateway, ma
 async def test_the_body_reaches_the_receiver_byte_for_byte(gateway, make_receiver) -> None:
     rx = await make_receiver()
     await gateway.create_hook(url=rx.url(), enabled=True)
-    raw = b'{"user": {"id": "u1", "email": "\\u00e9@example.com", "x": 1.50}, "context": {}}'
+    raw = (
+        b'{"user": {"id": "u1", "email": "\\u00e9@example.com", "x": 1.50},'
+        b' "context": {"connection": {"id": "con_1", "name": "db"}}}'
+    )
     resp = await gateway.client.post(
-        f"/v1/tenants/acme/triggers/{PUR}", data=raw,
+        f"/v1/tenants/acme/triggers/{PUR}",
+        data=raw,
         headers={**gateway.auth("acme", (SCOPE_FORWARD,)), "Content-Type": "application/json"},
     )
     assert resp.status == 202, await resp.text()
@@ -82,9 +89,14 @@ async def test_no_enabled_hook_still_answers_202_with_no_deliveries(gateway) -> 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"context": {}}, "user"),
-        ({"user": {"email": "a@example.com"}, "context": {}}, "user.id"),
-        ({"user": {"id": 5}, "context": {}}, "user.id"),
+        ({"context": {"connection": {"id": "con_1", "name": "db"}}}, "user"),
+        (
+            {"user": {"email": "a@example.com"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+            "user.id",
+        ),
+        ({"user": {"id": 5}, "context": {"connection": {"id": "con_1", "name": "db"}}}, "user.id"),
+        ({"user": {"id": "u1"}}, "context"),
+        ({"user": {"id": "u1"}, "context": {}}, "context.connection"),
     ],
 )
 async def test_a_missing_required_field_is_400_naming_it(gateway, body, field) -> None:
@@ -98,7 +110,8 @@ async def test_a_missing_required_field_is_400_naming_it(gateway, body, field) -
 
 async def test_malformed_json_is_400(gateway) -> None:
     resp = await gateway.client.post(
-        f"/v1/tenants/acme/triggers/{PUR}", data=b"{not json",
+        f"/v1/tenants/acme/triggers/{PUR}",
+        data=b"{not json",
         headers={**gateway.auth("acme", (SCOPE_FORWARD,)), "Content-Type": "application/json"},
     )
     assert resp.status == 400

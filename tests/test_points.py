@@ -505,7 +505,10 @@ def test_standard_envelope() -> None:
 # --- chains and pass-through of denials ----------------------------------------------------------
 
 CE_EVENT: dict[str, Any] = {"audience": "https://api", "client": {"id": "c1"}, "scope": ["read:a"], "x": 1}
-PUR_EVENT: dict[str, Any] = {"user": {"email": "a@example.com"}, "context": {}}
+PUR_EVENT: dict[str, Any] = {
+    "user": {"email": "a@example.com"},
+    "context": {"connection": {"id": "con_1", "name": "db"}},
+}
 SPM_EVENT: dict[str, Any] = sample_event("send-phone-message")
 
 EVENTS = {

@@ -197,7 +197,10 @@ async def test_refused_ingest_addresses_still_get_the_headers(
 ) -> None:
     gw = await make_gateway(make_settings(ingest={"allowed_cidrs": ["192.0.2.0/24"]}))
     await gw.create_tenant("acme")
-    resp = await gw.forward("post-user-registration", {"user": {"id": "u"}, "context": {}})
+    resp = await gw.forward(
+        "post-user-registration",
+        {"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     assert resp.status == 403
     for name in RL_HEADERS:
         assert name in resp.headers
@@ -206,12 +209,21 @@ async def test_refused_ingest_addresses_still_get_the_headers(
 async def test_ingest_has_its_own_bucket(limited: Gateway) -> None:
     for _ in range(3):
         resp = await limited.client.get("/api/v2/hooks", headers=limited.auth())
-    resp = await limited.forward("post-user-registration", {"user": {"id": "u"}, "context": {}})
+    resp = await limited.forward(
+        "post-user-registration",
+        {"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     assert resp.status == 202
     assert_rl_headers(resp, 3, 2)
     for _ in range(2):
-        await limited.forward("post-user-registration", {"user": {"id": "u"}, "context": {}})
-    resp = await limited.forward("post-user-registration", {"user": {"id": "u"}, "context": {}})
+        await limited.forward(
+            "post-user-registration",
+            {"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+        )
+    resp = await limited.forward(
+        "post-user-registration",
+        {"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     assert resp.status == 429
     assert "Retry-After" in resp.headers
 
@@ -224,7 +236,10 @@ async def test_unauthenticated_callers_cannot_drain_a_tenants_bucket(limited: Ga
     resp = await limited.client.get("/api/v2/hooks", headers=limited.auth())
     assert resp.status == 200
     assert_rl_headers(resp, 3, 2)
-    resp = await limited.forward("post-user-registration", {"user": {"id": "u"}, "context": {}})
+    resp = await limited.forward(
+        "post-user-registration",
+        {"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     assert resp.status == 202
 
 
@@ -233,10 +248,13 @@ async def test_another_tenants_token_cannot_drain_a_tenants_ingest_bucket(limite
     for _ in range(4):
         resp = await limited.client.post(
             "/v1/tenants/acme/triggers/post-user-registration",
-            json={"user": {"id": "u"}, "context": {}},
+            json={"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
             headers=limited.auth("globex", ("forward:events",)),
         )
         assert resp.status in (403, 429)
-    resp = await limited.forward("post-user-registration", {"user": {"id": "u"}, "context": {}})
+    resp = await limited.forward(
+        "post-user-registration",
+        {"user": {"id": "u"}, "context": {"connection": {"id": "con_1", "name": "db"}}},
+    )
     assert resp.status == 202
     assert_rl_headers(resp, 3, 2)

@@ -28,15 +28,23 @@ async def ingest(store: SqliteStore, n: int, *, now: float = T0, hook: str = "hk
     ids = []
     for i in range(n):
         did = f"dlv_{now}_{i}"
-        await store.ingest(tenant_id="acme", trigger_id="post-user-registration", event_id=f"evt_{now}_{i}",
-                           body=b'{"user":{"id":"u"}}', deliveries=[(did, hook)], kind="async", now=now)
+        await store.ingest(
+            tenant_id="acme",
+            trigger_id="post-user-registration",
+            event_id=f"evt_{now}_{i}",
+            body=b'{"user":{"id":"u"}}',
+            deliveries=[(did, hook)],
+            kind="async",
+            now=now,
+        )
         ids.append(did)
     return ids
 
 
 def attempt(at: float, status: int = 500) -> Attempt:
-    return Attempt(number=0, started_at=at, duration_ms=1.0, status_code=status, error=None,
-                   response_body=None)
+    return Attempt(
+        number=0, started_at=at, duration_ms=1.0, status_code=status, error=None, response_body=None
+    )
 
 
 async def test_the_claim_query_uses_the_partial_due_index(store: SqliteStore) -> None:
@@ -148,9 +156,11 @@ async def test_purge_works_in_batches_and_keeps_pending_rows(store: SqliteStore)
     assert store.db.batches - before >= 3  # 3 + 3 + 1, then the rest: several short transactions
 
     def counts(c: sqlite3.Connection) -> tuple[int, int, int]:
-        return (c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0],
-                c.execute("SELECT COUNT(*) FROM attempts").fetchone()[0],
-                c.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        return (
+            c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0],
+            c.execute("SELECT COUNT(*) FROM attempts").fetchone()[0],
+            c.execute("SELECT COUNT(*) FROM events").fetchone()[0],
+        )
 
     assert await store.db.read(counts) == (len(pending), 0, len(pending))
 

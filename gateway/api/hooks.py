@@ -11,7 +11,7 @@ from .. import ids, points
 from ..auth import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ, SCOPE_UPDATE
 from ..context import Services, services
 from ..egress import check_url
-from ..errors import BadRequest, Conflict, NotFound
+from ..errors import BadRequest, NotFound
 from ..middleware import tenant_of
 from ..registry import signing_context
 from ..signing import new_signing_secret
@@ -141,8 +141,6 @@ async def create_hook(request: web.Request) -> web.Response:
     blocking = points.is_blocking(trigger)
     if "failurePolicy" in fields and not blocking:
         raise BadRequest("'failurePolicy' applies to blocking points only")
-    if fields.get("enabled") and trigger in SINGLE_ENABLED and await svc.store.count_enabled(tenant, trigger):
-        raise Conflict(f"only one {trigger} hook can be enabled")
     now = svc.clock()
     default_timeout = svc.settings.sync.default_timeout if blocking else svc.settings.delivery.timeout
     hook = Hook(
@@ -163,7 +161,7 @@ async def create_hook(request: web.Request) -> web.Response:
         updated_at=now,
     )
     secret = svc.cipher.encrypt(new_signing_secret(), signing_context(hook.id))
-    await svc.store.create_hook(hook, secret)
+    await svc.store.create_hook(hook, secret, single_enabled=trigger in SINGLE_ENABLED)
     svc.registry.invalidate(tenant)
     return json_response(render(hook), status=201)
 

@@ -75,20 +75,19 @@ def request_headers(live: LiveHook, msg_id: str, body: bytes, now: float) -> dic
     return headers
 
 
+def error_note(answer: points.Answer) -> str | None:
+    """What an answered error envelope said, for the attempt record."""
+    if answer.ok:
+        return None
+    return f"receiver answered an error: {answer.error_name}: {answer.error_message or ''}"[:1000]
+
+
 def envelope_error(body: bytes) -> str | None:
     """For a 2xx answer: the error an Auth0 error envelope carries, if it is one."""
-    if not body or body[:1] not in (b"{", b" ", b"\n"):
-        return None
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        return error_note(points.parse_receiver_answer(200, None, body))
+    except points.AnswerError:
         return None
-    if isinstance(value, dict) and value.get("status") == "error":
-        raw = value.get("data")
-        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        name = data.get("name") or "Error"
-        return f"receiver answered an error: {name}: {data.get('message', '')}"[:1000]
-    return None
 
 
 async def send(

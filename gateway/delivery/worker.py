@@ -20,13 +20,14 @@ from typing import Any
 
 import aiohttp
 
+from .. import points
 from ..egress import MAX_SYNC_BODY_BYTES
 from ..registry import HookRegistry, LiveHook
 from ..settings import Settings
 from ..store.base import Store
 from ..store.models import Claimed, Delivery, Outcome
 from ..store.sqlite import PARKED_AT
-from .attempt import AttemptResult, envelope_error, render_body, request_headers, send
+from .attempt import AttemptResult, error_note, render_body, request_headers, send
 from .schedule import pause_until, wait_schedule_jitter
 from .throttle import HookLimits, Pauses, destination
 
@@ -279,9 +280,13 @@ class DeliveryEngine:
             await self.pauses.pause(d.tenant_id, destination(live.hook.url), until)
         status = result.status_code
         if result.ok:
-            # A 200 with an error envelope is delivered too; the error stays in the record.
-            record = result.record(note=envelope_error(result.body))
-            return Outcome(d.id, record, "succeeded", None, True, None)
+            try:
+                answer = points.parse_receiver_answer(status or 200, result.content_type, result.body)
+            except points.AnswerError as exc:  # a 2xx that is not JSON: SPEC's wire protocol says failed
+                return self._failure(item, exc.message, uses_attempt=True, result=result, floor=until)
+            # A 200 with an error envelope is delivered too (Auth0 logged such errors); the error
+            # stays in the attempt record.
+            return Outcome(d.id, result.record(note=error_note(answer)), "succeeded", None, True, None)
         if status == 410:
             reason = f"receiver answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}"
             await self.disable_hook(live, reason)
@@ -312,7 +317,7 @@ class DeliveryEngine:
         d = item.delivery
         now = self.clock()
         made = d.attempt_count + (1 if uses_attempt else 0)
-        record = result.record() if result is not None else None
+        record = result.record(note=reason) if result is not None else None
         if made > len(self.cfg.retry_schedule):
             return Outcome(d.id, record, "failed", None, uses_attempt, reason)
         due = now + self.wait.delay(max(1, made))

@@ -179,18 +179,31 @@ class SqliteStore:
             cur = c.execute("DELETE FROM tenants WHERE id = ?", (tenant_id,))
             if cur.rowcount == 0:
                 raise NotFound(f"tenant {tenant_id!r} not found")
+            # Hooks and their secrets go by ON DELETE CASCADE; the rest is removed here, so a
+            # tenant created again with the same id starts empty.
             c.execute(
-                "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, last_error = ?"
-                " WHERE tenant_id = ? AND status = 'pending'",
-                ("tenant deleted", tenant_id),
+                "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = ?)",
+                (tenant_id,),
             )
+            for table in ("deliveries", "events", "idempotency_keys", "destination_pauses"):
+                c.execute(f"DELETE FROM {table} WHERE tenant_id = ?", (tenant_id,))  # noqa: S608 - fixed names
 
         await self.db.write(op)
 
     # -- hooks -----------------------------------------------------------------------------
 
-    async def create_hook(self, hook: Hook, signing_secret: str) -> Hook:
+    async def create_hook(self, hook: Hook, signing_secret: str, *, single_enabled: bool = False) -> Hook:
+        """Insert a hook and its first signing secret. With `single_enabled`, an enabled hook is
+        refused (409) when another hook of its point is enabled, checked in the same transaction."""
+
         def op(c: sqlite3.Connection) -> Hook:
+            if single_enabled and hook.enabled:
+                other = c.execute(
+                    "SELECT name FROM hooks WHERE tenant_id = ? AND trigger_id = ? AND enabled = 1",
+                    (hook.tenant_id, hook.trigger_id),
+                ).fetchone()
+                if other:
+                    raise Conflict(f"only one {hook.trigger_id} hook can be enabled; {other[0]!r} already is")
             try:
                 c.execute(
                     f"INSERT INTO hooks ({_HOOK_COLUMNS})"  # noqa: S608
@@ -320,17 +333,6 @@ class SqliteStore:
             )
 
         await self.db.write(op)
-
-    async def count_enabled(self, tenant_id: str, trigger_id: str) -> int:
-        def op(c: sqlite3.Connection) -> int:
-            return int(
-                c.execute(
-                    "SELECT COUNT(*) FROM hooks WHERE tenant_id = ? AND trigger_id = ? AND enabled = 1",
-                    (tenant_id, trigger_id),
-                ).fetchone()[0]
-            )
-
-        return await self.db.read(op)
 
     async def hook_materials(self, tenant_id: str) -> list[HookMaterial]:
         """Every hook of a tenant with its (encrypted) secrets and signing secrets."""
