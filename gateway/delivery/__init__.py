@@ -46,7 +46,7 @@ async def workers_context(app: web.Application) -> AsyncIterator[None]:
 
     engine = DeliveryEngine(
         svc.settings, svc.store, svc.registry, session, clock=svc.clock,
-        rng=svc.extras.get("rng"), allow_cidrs=svc.egress_allow,
+        rng=svc.extras.get("rng"), allow_cidrs=svc.egress_allow, metrics=svc.metrics,
     )
     app[ENGINE] = engine
     if svc.extras.get("start_workers", True):

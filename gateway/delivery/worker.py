@@ -22,6 +22,7 @@ import aiohttp
 
 from .. import points
 from ..egress import MAX_SYNC_BODY_BYTES
+from ..metrics import Metrics
 from ..registry import HookRegistry, LiveHook
 from ..settings import Settings
 from ..store.base import Store
@@ -49,10 +50,12 @@ class DeliveryEngine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         allow_cidrs: Any = (),
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
+        self.metrics = metrics or Metrics()
         self._session = session_getter
         self.clock = clock
         self.cfg = settings.delivery
@@ -219,6 +222,8 @@ class DeliveryEngine:
             return
         if outcome.status == "succeeded":
             self.delivered += 1
+        if outcome.attempt is not None:
+            self.metrics.attempts.labels(outcome.status).inc()
 
     async def _attempt(self, item: Claimed) -> Outcome:
         d = item.delivery
