@@ -27,7 +27,9 @@ async def test_metrics_count_events_attempts_and_invocations(gateway, make_recei
     text = await resp.text()
     assert sample(text, "gateway_events_total", trigger="post-user-registration") == 1
     assert sample(text, "gateway_delivery_attempts_total", outcome="succeeded") == 1
-    assert sample(text, "gateway_sync_invocations_total", trigger="credentials-exchange", result="success") == 1
+    assert (
+        sample(text, "gateway_sync_invocations_total", trigger="credentials-exchange", result="success") == 1
+    )
     assert sample(text, "gateway_delivery_backlog") == 0
 
 
