@@ -39,7 +39,7 @@ async def forward(request: web.Request) -> web.Response:
     if view is None:
         raise NotFound(f"tenant {tenant_id!r} not found")
     if points.is_blocking(trigger_id):
-        answer = await request.app[INVOKER].invoke(view, trigger_id, event)
+        answer = await request.app[INVOKER].invoke(view, trigger_id, event, raw)
         return json_response(answer)
 
     key = request.headers.get(IDEMPOTENCY_HEADER)

@@ -28,7 +28,7 @@ from .metrics import Metrics
 from .registry import LiveHook, TenantView
 from .settings import Settings
 from .store.base import Store
-from .store.models import Attempt
+from .store.models import Attempt, SyncRecord, SyncRow
 
 log = logging.getLogger("gateway.invoke")
 
@@ -62,12 +62,17 @@ class Invoker:
         self.sleep = sleep
         self.allow_cidrs = allow_cidrs
         self._in_flight: dict[str, int] = {}
-        self._pending_records: set[asyncio.Task[None]] = set()
+        self._records: list[SyncRecord] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def in_flight(self, tenant_id: str) -> int:
         return self._in_flight.get(tenant_id, 0)
 
-    async def invoke(self, view: TenantView, trigger_id: str, event: dict[str, Any]) -> dict[str, Any]:
+    async def invoke(
+        self, view: TenantView, trigger_id: str, event: dict[str, Any], raw: bytes | None = None
+    ) -> dict[str, Any]:
+        """The envelope for the auth server. `raw` is the event as received: the first hook
+        (in `auth0` format) gets exactly these bytes, and they are what is recorded."""
         hooks = view.enabled.get(trigger_id, [])
         if not hooks:
             return points.neutral_answer(trigger_id, event)
@@ -81,7 +86,7 @@ class Invoker:
         self._in_flight[tenant.id] = running + 1
         started = time.perf_counter()
         try:
-            answer = await self._run(view, trigger_id, event, hooks)
+            answer = await self._run(view, trigger_id, event, hooks, raw)
         finally:
             self._in_flight[tenant.id] -= 1
         self.metrics.invocation_seconds.labels(trigger_id).observe(time.perf_counter() - started)
@@ -89,7 +94,12 @@ class Invoker:
         return answer
 
     async def _run(
-        self, view: TenantView, trigger_id: str, event: dict[str, Any], hooks: list[LiveHook]
+        self,
+        view: TenantView,
+        trigger_id: str,
+        event: dict[str, Any],
+        hooks: list[LiveHook],
+        raw: bytes | None,
     ) -> dict[str, Any]:
         deadline_ms = view.tenant.deadlines.get(trigger_id)
         budget = deadline_ms / 1000.0 if deadline_ms else self.settings.sync.deadline
@@ -97,12 +107,15 @@ class Invoker:
         chain = points.Chain(trigger_id, event)
         now = self.clock()
         event_id = ids.new_id(ids.EVENT, now=now)
-        rows: list[tuple[str, str, str, list[Attempt], str | None]] = []
-        for live in hooks:
+        rows: list[SyncRow] = []
+        for position, live in enumerate(hooks):
             if chain.done:
                 break
             delivery_id = ids.new_id(ids.DELIVERY, now=now)
-            body = render_body(live.hook.format, trigger_id, chain.next_request(), self.clock())
+            if position == 0 and raw is not None and live.hook.format == "auth0":
+                body = raw  # the first hook sees the event exactly as the auth server sent it
+            else:
+                body = render_body(live.hook.format, trigger_id, chain.next_request(), self.clock())
             attempts: list[AttemptResult] = []
             reason = await self._call(live, delivery_id, body, deadline, attempts)
             if reason is None:
@@ -117,14 +130,15 @@ class Invoker:
             records = [a.record(note=envelope_error(a.body) if a.ok else None) for a in attempts]
             if reason is not None and attempts and attempts[-1].ok:  # answered, but malformed
                 records[-1] = _with_error(records[-1], reason)
-            rows.append((delivery_id, live.hook.id, status, records, reason))
+            rows.append(SyncRow(delivery_id, live.hook.id, status, records, reason))
             if reason is not None:
                 if live.hook.failure_policy == "skip":
                     log.info("hook %s skipped: %s", live.hook.id, reason)
                     continue
                 chain.fail(live.hook.name, reason)
                 break
-        self._record_later(view.tenant.id, trigger_id, event_id, event, rows, now)
+        body_bytes = raw if raw is not None else json.dumps(event, separators=(",", ":")).encode()
+        self._record_later(SyncRecord(view.tenant.id, trigger_id, event_id, body_bytes, now, rows))
         return chain.result()
 
     async def _call(
@@ -132,10 +146,21 @@ class Invoker:
     ) -> str | None:
         """Attempts until one is answered 2xx, or a failure that may not be retried, or the
         deadline or `MAX_ATTEMPTS` stops retries; None on success, else the last reason."""
+        try:  # the first attempt without tenacity: the common case costs nothing extra
+            await self._attempt(live, delivery_id, body, deadline, attempts)
+            return None
+        except _Retryable as exc:
+            first = exc
+        except DeliveryFailure as exc:
+            return exc.reason
+        pause = _backoff(1, first)
+        if MAX_ATTEMPTS <= 1 or time.monotonic() + pause + MIN_ATTEMPT_S >= deadline:
+            return first.reason
+        await self.sleep(pause)
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(_Retryable),
-            wait=_retry_wait,
-            stop=lambda state: _stop_retrying(state, deadline),
+            wait=lambda state: _retry_wait(state, done=1),
+            stop=lambda state: _stop_retrying(state, deadline, done=1),
             sleep=self.sleep,
             reraise=True,
         )
@@ -179,36 +204,24 @@ class Invoker:
             reason = f"deadline of the invocation reached ({reason})"
         raise _classify(result, reason)
 
-    def _record_later(
-        self,
-        tenant_id: str,
-        trigger_id: str,
-        event_id: str,
-        event: dict[str, Any],
-        rows: list[tuple[str, str, str, list[Attempt], str | None]],
-        now: float,
-    ) -> None:
-        async def write() -> None:
-            try:
-                await self.store.record_sync(
-                    tenant_id=tenant_id,
-                    trigger_id=trigger_id,
-                    event_id=event_id,
-                    body=json.dumps(event, separators=(",", ":")).encode(),
-                    rows=rows,
-                    now=now,
-                )
-            except Exception:
-                log.exception("recording a blocking invocation failed")
+    def _record_later(self, record: SyncRecord) -> None:
+        """Queue the record; one writer task stores whatever has queued up, in one write."""
+        self._records.append(record)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
-        task = asyncio.get_running_loop().create_task(write())
-        self._pending_records.add(task)
-        task.add_done_callback(self._pending_records.discard)
+    async def _flush(self) -> None:
+        while self._records:
+            batch, self._records = self._records, []
+            try:
+                await self.store.record_sync(batch)
+            except Exception:
+                log.exception("recording %d blocking invocations failed", len(batch))
 
     async def drain(self) -> None:
         """Wait for the records still being written (shutdown, tests)."""
-        while self._pending_records:
-            await asyncio.gather(*list(self._pending_records), return_exceptions=True)
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
 
 
 def _with_error(a: Attempt, reason: str) -> Attempt:
@@ -226,20 +239,24 @@ def _with_error(a: Attempt, reason: str) -> Attempt:
     )
 
 
-def _retry_wait(state: RetryCallState) -> float:
+def _backoff(attempts_made: int, exc: BaseException | None) -> float:
     """Exponential backoff from `RETRY_BASE_S`, or the receiver's Retry-After if longer."""
-    exc = state.outcome.exception() if state.outcome else None
-    backoff: float = min(RETRY_MAX_S, RETRY_BASE_S * 2.0 ** (state.attempt_number - 1))
+    backoff: float = min(RETRY_MAX_S, RETRY_BASE_S * 2.0 ** (attempts_made - 1))
     if isinstance(exc, DeliveryFailure) and exc.retry_after is not None:
         return max(backoff, float(exc.retry_after))
     return backoff
 
 
-def _stop_retrying(state: RetryCallState, deadline: float) -> bool:
-    """Stop after `MAX_ATTEMPTS`, or when the pause and one more attempt no longer fit."""
-    if state.attempt_number >= MAX_ATTEMPTS:
+def _retry_wait(state: RetryCallState, *, done: int = 0) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    return _backoff(state.attempt_number + done, exc)
+
+
+def _stop_retrying(state: RetryCallState, deadline: float, *, done: int = 0) -> bool:
+    """Stop after `MAX_ATTEMPTS` in all, or when the pause and one more attempt no longer fit."""
+    if state.attempt_number + done >= MAX_ATTEMPTS:
         return True
-    return time.monotonic() + _retry_wait(state) + MIN_ATTEMPT_S >= deadline
+    return time.monotonic() + _retry_wait(state, done=done) + MIN_ATTEMPT_S >= deadline
 
 
 def _classify(result: AttemptResult, reason: str) -> DeliveryFailure:

@@ -3,6 +3,7 @@ and CIDR allowlists."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -16,6 +17,7 @@ def networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
+@functools.lru_cache(maxsize=4096)
 def _address(text: str | None) -> IPAddress | None:
     if not text:
         return None
@@ -32,7 +34,17 @@ def _address(text: str | None) -> IPAddress | None:
 
 
 def contains(nets: Iterable[IPNetwork], addr: IPAddress | None) -> bool:
-    return addr is not None and any(addr in n for n in nets)
+    if addr is None:
+        return False
+    if isinstance(nets, tuple):
+        return _contains_cached(nets, addr)
+    return any(addr in n for n in nets)
+
+
+@functools.lru_cache(maxsize=4096)
+def _contains_cached(nets: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
+    """Per (allowlist, peer): the same few peers call again and again (auth servers, proxies)."""
+    return any(addr in n for n in nets)
 
 
 def peer_address(request: web.Request, trusted_proxies: tuple[IPNetwork, ...]) -> IPAddress | None:

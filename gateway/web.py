@@ -34,12 +34,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    data = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        data += chunk
-        if len(data) > limit:
-            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    return bytes(data)
+    try:
+        data = await request.read()  # aiohttp stops at the app's client_max_size (the same limit)
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes") from None
+    if len(data) > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return data
 
 
 async def read_json(request: web.Request, limit: int, *, required: bool = True) -> Any:

@@ -283,9 +283,9 @@ async def test_the_answer_does_not_wait_for_the_record(
     original = store.record_sync
     unblock = asyncio.Event()
 
-    async def slow_record(**kwargs: Any) -> None:
+    async def slow_record(*args: Any, **kwargs: Any) -> None:
         await asyncio.wait_for(unblock.wait(), 5.0)
-        await original(**kwargs)
+        await original(*args, **kwargs)
 
     monkeypatch.setattr(store, "record_sync", slow_record)
     assert await asyncio.wait_for(invoke(gateway), 5.0) == success({"scope": ["fast"]})

@@ -119,9 +119,16 @@ async def replay(request: web.Request) -> web.Response:
     statuses = [raw_status] if isinstance(raw_status, str) else raw_status
     if not isinstance(statuses, list) or not statuses or any(s not in STATUSES for s in statuses):
         raise BadRequest(f"'status' must be one or more of {', '.join(STATUSES)}")
-    new_ids = (ids.new_id(ids.DELIVERY, now=now) for _ in range(MAX_REPLAY))
-    created = await svc.store.replay(tenant, hook_id, since=since, until=until, statuses=statuses,
-                                     new_ids=new_ids, now=now)
+    created = await svc.store.replay(
+        tenant,
+        hook_id,
+        since=since,
+        until=until,
+        statuses=statuses,
+        new_id=lambda: ids.new_id(ids.DELIVERY, now=now),
+        limit=MAX_REPLAY,
+        now=now,
+    )
     request.app[ENGINE].notify()
     return json_response({"count": len(created), "deliveries": created}, status=202)
 

@@ -3,10 +3,21 @@ PostgreSQL store can implement it without touching the callers."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .models import Attempt, Claimed, Delivery, Hook, HookMaterial, Outcome, Page, SigningSecret, Tenant
+from .models import (
+    Attempt,
+    Claimed,
+    Delivery,
+    Hook,
+    HookMaterial,
+    Outcome,
+    Page,
+    SigningSecret,
+    SyncRecord,
+    Tenant,
+)
 
 
 class Store(Protocol):
@@ -123,17 +134,8 @@ class Store(Protocol):
         recorded, numbered after the delivery's last recorded attempt."""
         ...
 
-    async def record_sync(
-        self,
-        *,
-        tenant_id: str,
-        trigger_id: str,
-        event_id: str,
-        body: bytes,
-        rows: Sequence[tuple[str, str, str, Sequence[Attempt], str | None]],
-        now: float,
-    ) -> None:
-        """Record a blocking invocation: rows of (delivery id, hook id, status, attempts, last error)."""
+    async def record_sync(self, records: Sequence[SyncRecord]) -> None:
+        """Record blocking invocations, many in one write: events, deliveries and attempts."""
         ...
 
     async def defer(self, delivery_ids: Sequence[str], until: float, now: float) -> None:
@@ -173,7 +175,8 @@ class Store(Protocol):
         since: float,
         until: float,
         statuses: Iterable[str],
-        new_ids: Iterable[str],
+        new_id: Callable[[], str],
+        limit: int,
         now: float,
     ) -> list[str]:
         """New deliveries to the hook for its events in [since, until) whose last delivery

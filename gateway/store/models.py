@@ -106,3 +106,26 @@ class Outcome:
 class Page:
     items: list[Any]
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRow:
+    """One hook's part of a blocking invocation."""
+
+    delivery_id: str
+    hook_id: str
+    status: str
+    attempts: list[Attempt]
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRecord:
+    """A blocking invocation as it is recorded after the answer: the event and each hook's part."""
+
+    tenant_id: str
+    trigger_id: str
+    event_id: str
+    body: bytes
+    created_at: float
+    rows: list[SyncRow]

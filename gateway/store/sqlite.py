@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ..errors import BadRequest, Conflict, NotFound
 from .database import Database, sqlite_path
-from .models import Attempt, Claimed, Delivery, Hook, HookMaterial, Outcome, Page, SigningSecret, Tenant
+from .models import (
+    Attempt,
+    Claimed,
+    Delivery,
+    Hook,
+    HookMaterial,
+    Outcome,
+    Page,
+    SigningSecret,
+    SyncRecord,
+    Tenant,
+)
 
 MAX_SECRETS_PER_HOOK = 20
 
@@ -150,18 +161,26 @@ class SqliteStore:
         return await self.db.read(op)
 
     async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any], now: float) -> Tenant:
-        columns = {"name": "name", "allowed_cidrs": "allowed_cidrs", "deadlines": "deadlines",
-                   "max_in_flight": "max_in_flight"}
+        columns = {
+            "name": "name",
+            "allowed_cidrs": "allowed_cidrs",
+            "deadlines": "deadlines",
+            "max_in_flight": "max_in_flight",
+        }
 
         def op(c: sqlite3.Connection) -> Tenant:
             sets: list[str] = ["updated_at = ?"]
             args: list[Any] = [now]
             for key, value in changes.items():
                 sets.append(f"{columns[key]} = ?")
-                args.append(json.dumps(list(value) if key == "allowed_cidrs" else value)
-                            if key in ("allowed_cidrs", "deadlines") else value)
-            cur = c.execute(  # column names are fixed
-                f"UPDATE tenants SET {', '.join(sets)} WHERE id = ?", (*args, tenant_id)  # noqa: S608
+                args.append(
+                    json.dumps(list(value) if key == "allowed_cidrs" else value)
+                    if key in ("allowed_cidrs", "deadlines")
+                    else value
+                )
+            cur = c.execute(
+                f"UPDATE tenants SET {', '.join(sets)} WHERE id = ?",  # noqa: S608 - column names are fixed
+                (*args, tenant_id),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"tenant {tenant_id!r} not found")
@@ -209,10 +228,21 @@ class SqliteStore:
                     f"INSERT INTO hooks ({_HOOK_COLUMNS})"  # noqa: S608
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        hook.id, hook.tenant_id, hook.name, hook.trigger_id, hook.url, int(hook.enabled),
-                        hook.order, hook.timeout_ms, hook.failure_policy, hook.max_concurrency,
-                        hook.rate_limit_per_second, hook.format, hook.disabled_reason,
-                        hook.created_at, hook.updated_at,
+                        hook.id,
+                        hook.tenant_id,
+                        hook.name,
+                        hook.trigger_id,
+                        hook.url,
+                        int(hook.enabled),
+                        hook.order,
+                        hook.timeout_ms,
+                        hook.failure_policy,
+                        hook.max_concurrency,
+                        hook.rate_limit_per_second,
+                        hook.format,
+                        hook.disabled_reason,
+                        hook.created_at,
+                        hook.updated_at,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -268,7 +298,12 @@ class SqliteStore:
         return await self.db.read(op)
 
     async def update_hook(
-        self, tenant_id: str, hook_id: str, changes: Mapping[str, Any], now: float, *,
+        self,
+        tenant_id: str,
+        hook_id: str,
+        changes: Mapping[str, Any],
+        now: float,
+        *,
         single_enabled_trigger: str | None = None,
     ) -> tuple[Hook, Hook]:
         """Apply API-named `changes`; returns (before, after). With `single_enabled_trigger`,
@@ -509,8 +544,18 @@ class SqliteStore:
                 f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?)",
                 [
-                    (did, tenant_id, event_id, hid, trigger_id, kind, status,
-                     now if status == "pending" else None, now, now)
+                    (
+                        did,
+                        tenant_id,
+                        event_id,
+                        hid,
+                        trigger_id,
+                        kind,
+                        status,
+                        now if status == "pending" else None,
+                        now,
+                        now,
+                    )
                     for did, hid in deliveries
                 ],
             )
@@ -592,45 +637,74 @@ class SqliteStore:
                     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
                     " response_body, rl_limit, rl_remaining, rl_reset, retry_after)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (o.delivery_id, number, a.started_at, a.duration_ms, a.status_code, a.error,
-                     a.response_body, a.rl_limit, a.rl_remaining, a.rl_reset, a.retry_after),
+                    (
+                        o.delivery_id,
+                        number,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.error,
+                        a.response_body,
+                        a.rl_limit,
+                        a.rl_remaining,
+                        a.rl_reset,
+                        a.retry_after,
+                    ),
                 )
 
         await self.db.write(op)
 
-    async def record_sync(
-        self,
-        *,
-        tenant_id: str,
-        trigger_id: str,
-        event_id: str,
-        body: bytes,
-        rows: Sequence[tuple[str, str, str, Sequence[Attempt], str | None]],
-        now: float,
-    ) -> None:
-        """Record a blocking invocation: rows of (delivery id, hook id, status, attempts, last error)."""
+    async def record_sync(self, records: Sequence[SyncRecord]) -> None:
+        """Record blocking invocations, many in one write: events, deliveries and attempts."""
 
         def op(c: sqlite3.Connection) -> None:
-            c.execute(
+            c.executemany(
                 "INSERT INTO events (id, tenant_id, trigger_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
-                (event_id, tenant_id, trigger_id, body, now),
+                [(r.event_id, r.tenant_id, r.trigger_id, r.body, r.created_at) for r in records],
             )
-            for did, hid, status, attempts, last_error in rows:
-                c.execute(
-                    f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, NULL, ?, ?, ?)",
-                    (did, tenant_id, event_id, hid, trigger_id, status, len(attempts), last_error, now, now),
-                )
-                c.executemany(
-                    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
-                    " response_body, rl_limit, rl_remaining, rl_reset, retry_after)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (did, i + 1, a.started_at, a.duration_ms, a.status_code, a.error, a.response_body,
-                         a.rl_limit, a.rl_remaining, a.rl_reset, a.retry_after)
-                        for i, a in enumerate(attempts)
-                    ],
-                )
+            c.executemany(
+                f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, NULL, ?, ?, ?)",
+                [
+                    (
+                        row.delivery_id,
+                        r.tenant_id,
+                        r.event_id,
+                        row.hook_id,
+                        r.trigger_id,
+                        row.status,
+                        len(row.attempts),
+                        row.last_error,
+                        r.created_at,
+                        r.created_at,
+                    )
+                    for r in records
+                    for row in r.rows
+                ],
+            )
+            c.executemany(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
+                " response_body, rl_limit, rl_remaining, rl_reset, retry_after)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        row.delivery_id,
+                        i + 1,
+                        a.started_at,
+                        a.duration_ms,
+                        a.status_code,
+                        a.error,
+                        a.response_body,
+                        a.rl_limit,
+                        a.rl_remaining,
+                        a.rl_reset,
+                        a.retry_after,
+                    )
+                    for r in records
+                    for row in r.rows
+                    for i, a in enumerate(row.attempts)
+                ],
+            )
 
         await self.db.write(op)
 
@@ -672,8 +746,12 @@ class SqliteStore:
     ) -> Page:
         where: list[str] = ["tenant_id = ?"]
         args: list[Any] = [tenant_id]
-        for cond, value in (("hook_id = ?", hook_id), ("status = ?", status),
-                            ("created_at >= ?", since), ("created_at < ?", until)):
+        for cond, value in (
+            ("hook_id = ?", hook_id),
+            ("status = ?", status),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+        ):
             if value is not None:
                 where.append(cond)
                 args.append(value)
@@ -747,13 +825,13 @@ class SqliteStore:
         since: float,
         until: float,
         statuses: Iterable[str],
-        new_ids: Iterable[str],
+        new_id: Callable[[], str],
+        limit: int,
         now: float,
     ) -> list[str]:
-        """New deliveries to the hook for its events in [since, until) whose last delivery
-        to it has one of `statuses`; returns the new delivery ids."""
+        """At most `limit` new deliveries to the hook for its events in [since, until) whose
+        last delivery to it has one of `statuses`; returns the new delivery ids."""
         status_list = list(statuses)
-        ids = iter(new_ids)
 
         def op(c: sqlite3.Connection) -> list[str]:
             hook = _require_hook(c, tenant_id, hook_id)
@@ -769,13 +847,13 @@ class SqliteStore:
                 (tenant_id, hook_id, since, until),
             ).fetchall()
             due = now if hook[1] else PARKED_AT
-            created = []
+            created: list[str] = []
             for event_id, status, _ in rows:
                 if status not in status_list:
                     continue
-                did = next(ids, None)
-                if did is None:  # the caller's cap on one replay
+                if len(created) >= limit:  # the caller's cap on one replay
                     break
+                did = new_id()
                 c.execute(
                     f"INSERT INTO deliveries ({_DELIVERY_COLUMNS})"  # noqa: S608
                     " VALUES (?, ?, ?, ?, ?, 'async', 'pending', 0, ?, NULL, ?, ?)",
