@@ -38,6 +38,7 @@ check: lint typecheck test
 
 ## bench: run the benchmarks on loopback and rewrite docs/BENCHMARKS.md
 bench: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[bench]' || echo "py-spy not installed: the benchmark runs without a profile"
 	$(BIN)/python -m bench
 
 clean:

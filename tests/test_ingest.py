@@ -190,6 +190,15 @@ async def test_an_idempotency_key_reused_for_another_point_is_409(gateway) -> No
     assert resp.status == 409
 
 
+async def test_an_idempotency_key_reused_with_another_body_is_409_and_stores_nothing(gateway) -> None:
+    headers = {"Idempotency-Key": "k1"}
+    assert (await gateway.forward(PUR, event("u1"), headers=headers)).status == 202
+    resp = await gateway.forward(PUR, event("u2"), headers=headers)
+    assert resp.status == 409
+    assert "different request body" in (await resp.json())["message"]
+    assert db_rows(gateway.settings, "SELECT COUNT(*) FROM events") == [(1,)]
+
+
 async def test_a_malformed_idempotency_key_is_400(gateway) -> None:
     resp = await gateway.forward(PUR, event(), headers={"Idempotency-Key": "has space"})
     assert resp.status == 400

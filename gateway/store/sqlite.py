@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -521,20 +522,31 @@ class SqliteStore:
 
         def op(c: sqlite3.Connection) -> str | None:
             if idempotency_key is not None:
+                digest = hashlib.sha256(body).hexdigest()
                 row = c.execute(
-                    "SELECT response, trigger_id FROM idempotency_keys"
+                    "SELECT response, trigger_id, request_hash FROM idempotency_keys"
                     " WHERE tenant_id = ? AND key = ? AND expires_at > ?",
                     (tenant_id, idempotency_key, now),
                 ).fetchone()
                 if row:
                     if row[1] != trigger_id:
                         raise Conflict(f"this Idempotency-Key was used for an event of {row[1]!r}")
+                    if row[2] is not None and row[2] != digest:
+                        raise Conflict("this Idempotency-Key was used with a different request body")
                     return str(row[0])
                 c.execute(
                     "INSERT OR REPLACE INTO idempotency_keys"
-                    " (tenant_id, key, trigger_id, response, created_at, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (tenant_id, idempotency_key, trigger_id, response or "", now, now + idempotency_ttl_s),
+                    " (tenant_id, key, trigger_id, response, created_at, expires_at, request_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        tenant_id,
+                        idempotency_key,
+                        trigger_id,
+                        response or "",
+                        now,
+                        now + idempotency_ttl_s,
+                        digest,
+                    ),
                 )
             c.execute(
                 "INSERT INTO events (id, tenant_id, trigger_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
