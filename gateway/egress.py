@@ -293,6 +293,9 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[byt
 
     A truncated response is closed, so the rest of the body is never downloaded.
     """
+    length = response.content_length
+    if length is not None and length <= limit:  # the common case: one read of a known length
+        return await response.read(), False
     body = bytearray()
     while len(body) < limit:
         chunk = await response.content.read(limit - len(body))

@@ -4,6 +4,7 @@ read a capped answer, and say what happened. Shared by durable and blocking deli
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import yarl
 
 from .. import __version__, points
 from ..egress import MAX_STORED_BODY_BYTES, check_url, read_capped, refusal_from
@@ -113,9 +115,9 @@ async def send(
     retry_after: float | None = None
     error: str | None = None
     try:
-        check_url(url, allow_http=allow_http, allow_cidrs=allow_cidrs)
+        target = _checked_url(url, allow_http, tuple(allow_cidrs))
         timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(connect_timeout_s, timeout_s))
-        post = session.post(url, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+        post = session.post(target, data=body, headers=headers, timeout=timeout, allow_redirects=False)
         async with post as resp:
             status = resp.status
             ctype = resp.headers.get("Content-Type")
@@ -156,6 +158,14 @@ async def send(
         rate_limit=rate_limit,
         retry_after=retry_after,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_url(url: str, allow_http: bool, allow_cidrs: tuple[Any, ...]) -> yarl.URL:
+    """The URL's static check (scheme, user-info, literal addresses) and its parse, once per URL:
+    hooks are called again and again at the same few URLs. A refusal raises and is not cached."""
+    check_url(url, allow_http=allow_http, allow_cidrs=allow_cidrs)
+    return yarl.URL(url)
 
 
 def _describe(exc: BaseException) -> str:
