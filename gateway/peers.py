@@ -13,8 +13,19 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-def networks(cidrs: Iterable[str]) -> tuple[IPNetwork, ...]:
-    return tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+class Cidrs(tuple[IPNetwork, ...]):
+    """An allowlist: a tuple of networks that hashes by identity, so the per-peer caches below
+    cost one dict lookup (hashing the networks themselves runs Python code per network)."""
+
+    __slots__ = ()
+    __hash__ = object.__hash__
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+
+def networks(cidrs: Iterable[str]) -> Cidrs:
+    return Cidrs(ipaddress.ip_network(c, strict=False) for c in cidrs)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -36,13 +47,13 @@ def _address(text: str | None) -> IPAddress | None:
 def contains(nets: Iterable[IPNetwork], addr: IPAddress | None) -> bool:
     if addr is None:
         return False
-    if isinstance(nets, tuple):
+    if isinstance(nets, Cidrs):
         return _contains_cached(nets, addr)
     return any(addr in n for n in nets)
 
 
 @functools.lru_cache(maxsize=4096)
-def _contains_cached(nets: tuple[IPNetwork, ...], addr: IPAddress) -> bool:
+def _contains_cached(nets: Cidrs, addr: IPAddress) -> bool:
     """Per (allowlist, peer): the same few peers call again and again (auth servers, proxies)."""
     return any(addr in n for n in nets)
 

@@ -29,7 +29,6 @@ async def client_context(app: web.Application) -> AsyncIterator[None]:
         trust_env=False,
         max_line_size=MAX_LINE_SIZE,
         max_field_size=MAX_FIELD_SIZE,
-        skip_auto_headers=("Accept-Encoding",),
     )
     svc.session = session
     yield
