@@ -65,7 +65,7 @@ async def forward(request: web.Request) -> web.Response:
     )
     if stored is not None:
         return json_response(json.loads(stored), status=202, headers={"Idempotent-Replayed": "true"})
-    svc.metrics.events.labels(trigger_id).inc()
+    svc.metrics.ingested(trigger_id)
     if deliveries:
         request.app[ENGINE].notify()
     return json_response(answer, status=202)

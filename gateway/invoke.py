@@ -93,8 +93,7 @@ class Invoker:
             answer = await self._run(view, trigger_id, event, hooks, raw)
         finally:
             self._in_flight[tenant.id] -= 1
-        self.metrics.invocation_seconds.labels(trigger_id).observe(time.perf_counter() - started)
-        self.metrics.invocations.labels(trigger_id, str(answer.get("status", "error"))).inc()
+        self.metrics.invoked(trigger_id, str(answer.get("status", "error")), time.perf_counter() - started)
         return answer
 
     async def _run(

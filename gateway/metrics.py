@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -32,6 +34,26 @@ class Metrics:
             registry=r,
         )
         self.backlog = Gauge("gateway_delivery_backlog", "Pending deliveries", registry=r)
+
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, looked up once: `labels()` takes a lock and builds a key each call."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def invoked(self, trigger: str, result: str, seconds: float) -> None:
+        self._child(self.invocation_seconds, trigger).observe(seconds)
+        self._child(self.invocations, trigger, result).inc()
+
+    def attempted(self, outcome: str) -> None:
+        self._child(self.attempts, outcome).inc()
+
+    def ingested(self, trigger: str) -> None:
+        self._child(self.events, trigger).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -223,7 +223,7 @@ class DeliveryEngine:
         if outcome.status == "succeeded":
             self.delivered += 1
         if outcome.attempt is not None:
-            self.metrics.attempts.labels(outcome.status).inc()
+            self.metrics.attempted(outcome.status)
 
     async def _attempt(self, item: Claimed) -> Outcome:
         d = item.delivery

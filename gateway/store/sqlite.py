@@ -638,20 +638,17 @@ class SqliteStore:
                 )
                 if o.attempt is None:
                     continue
-                if c.execute("SELECT 1 FROM deliveries WHERE id = ?", (o.delivery_id,)).fetchone() is None:
-                    continue  # purged meanwhile: nothing to attach the record to
                 a = o.attempt
-                number = c.execute(
-                    "SELECT COALESCE(MAX(number), 0) + 1 FROM attempts WHERE delivery_id = ?",
-                    (o.delivery_id,),
-                ).fetchone()[0]
+                # One statement: numbered after the last recorded attempt, and only while the
+                # delivery exists (it may have been purged meanwhile).
                 c.execute(
                     "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
                     " response_body, rl_limit, rl_remaining, rl_reset, retry_after)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " SELECT ?1, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = ?1), 0) + 1,"
+                    " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
+                    " WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
                     (
                         o.delivery_id,
-                        number,
                         a.started_at,
                         a.duration_ms,
                         a.status_code,
