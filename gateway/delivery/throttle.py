@@ -4,6 +4,7 @@ each hook's `maxConcurrency` and `rateLimitPerSecond`, shared by every worker.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -17,8 +18,10 @@ PAUSE_REFRESH_S = 1.0  # a destination's pause is read from the store at most th
 QUEUE_PER_SLOT = 4  # deliveries waiting in memory per `maxConcurrency` slot; the rest go back
 
 
+@functools.lru_cache(maxsize=4096)
 def destination(url: str) -> str:
-    """`scheme://host:port`, the unit a receiver's rate limit applies to."""
+    """`scheme://host:port`, the unit a receiver's rate limit applies to (cached: hooks are
+    called at the same few URLs again and again)."""
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     port = parts.port or DEFAULT_PORTS.get(scheme, 0)
@@ -133,12 +136,15 @@ class HookLimits:
         gate = self._gates.get(hook_id)
         return gate is None or gate.active < limit or len(gate.waiters) < limit * QUEUE_PER_SLOT
 
-    async def acquire(self, hook_id: str, limit: int, rate: float | None) -> None:
-        """Wait for a slot (and a token when the hook has a rate); `release` gives it back."""
+    async def acquire(self, hook_id: str, limit: int, rate: float | None) -> bool:
+        """Wait for a slot (and a token when the hook has a rate); `release` gives it back.
+        Returns whether it had to wait (then what was checked before may have changed)."""
         gate = self._gate(hook_id, limit, rate)
+        waited = False
         if gate.active < gate.limit and not gate.waiters:
             gate.active += 1
         else:
+            waited = True
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             gate.waiters.append(waiter)
             try:
@@ -151,12 +157,15 @@ class HookLimits:
                 raise
         if gate.rate:
             try:
-                await self._take_token(gate)
+                waited = await self._take_token(gate) or waited
             except BaseException:
                 self._release(gate)
                 raise
+        return waited
 
-    async def _take_token(self, gate: _Gate) -> None:
+    async def _take_token(self, gate: _Gate) -> bool:
+        """Take the hook's next token; returns whether it had to wait for it."""
+        waited = False
         while gate.rate:
             rate = gate.rate
             now = self._clock()
@@ -166,8 +175,10 @@ class HookLimits:
             gate.updated = now
             if gate.tokens >= 1.0:
                 gate.tokens -= 1.0
-                return
+                return waited
+            waited = True
             await self._sleep((1.0 - gate.tokens) / rate)
+        return waited
 
     def release(self, hook_id: str) -> None:
         gate = self._gates.get(hook_id)

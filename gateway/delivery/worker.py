@@ -234,13 +234,14 @@ class DeliveryEngine:
         if not self.limits.can_queue(hook.id, hook.max_concurrency):
             self.cap_deferrals += 1
             return Outcome(d.id, None, "pending", self.clock() + CAP_RETRY_S, False, None)
-        await self.limits.acquire(hook.id, hook.max_concurrency, hook.rate_limit_per_second)
+        waited = await self.limits.acquire(hook.id, hook.max_concurrency, hook.rate_limit_per_second)
         try:
-            # While this one waited for its turn, the hook may have been disabled or deleted,
-            # or its destination paused.
-            checked = await self._check(d)
-            if isinstance(checked, Outcome):
-                return checked
+            if waited:
+                # While this one waited for its turn, the hook may have been disabled or deleted,
+                # or its destination paused.
+                checked = await self._check(d)
+                if isinstance(checked, Outcome):
+                    return checked
             result = await self._send(checked, item)
         finally:
             self.limits.release(hook.id)
