@@ -16,8 +16,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import ResolveResult
 from aiohttp.test_utils import TestServer
+from fakes import FakeResolver
 
 from gateway.egress import (
     MAX_FIELD_SIZE,
@@ -230,33 +231,6 @@ def test_hostnames_and_allowed_literals_pass_without_dns() -> None:
 
 
 # --- guarded resolver and connector -------------------------------------------------------
-
-
-class FakeResolver(AbstractResolver):
-    """Answers from a table, and remembers what it was asked."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 @dataclass

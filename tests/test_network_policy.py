@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
 from conftest import Gateway, Received, Receiver
+from fakes import FakeResolver
 
 from gateway import points
 from gateway.delivery.attempt import send
@@ -34,33 +34,6 @@ LOOPBACK_REFUSED = "destination refused: 127.0.0.1 (127.0.0.0/8)"
 NO_LOOPBACK = {"allow_cidrs": []}  # allow_http stays true: only the address is refused
 ASYNC_POINT = points.POST_USER_REGISTRATION
 BLOCKING_POINT = points.CREDENTIALS_EXCHANGE
-
-
-class FakeResolver(AbstractResolver):
-    """DNS from a table; remembers every name it was asked."""
-
-    def __init__(self, answers: dict[str, list[str]]) -> None:
-        self.answers = answers
-        self.asked: list[str] = []
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        self.asked.append(host)
-        return [
-            ResolveResult(
-                hostname=host,
-                host=address,
-                port=port,
-                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
-                proto=0,
-                flags=socket.AI_NUMERICHOST,
-            )
-            for address in self.answers[host]
-        ]
-
-    async def close(self) -> None:
-        pass
 
 
 async def gateway_with(make_gateway: MakeGateway, settings: Settings, **seams: Any) -> Gateway:

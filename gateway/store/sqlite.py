@@ -647,18 +647,7 @@ class SqliteStore:
                     " SELECT ?1, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = ?1), 0) + 1,"
                     " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
                     " WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
-                    (
-                        o.delivery_id,
-                        a.started_at,
-                        a.duration_ms,
-                        a.status_code,
-                        a.error,
-                        a.response_body,
-                        a.rl_limit,
-                        a.rl_remaining,
-                        a.rl_reset,
-                        a.retry_after,
-                    ),
+                    (o.delivery_id, *_attempt_values(a)),
                 )
 
         await self.db.write(op)
@@ -696,19 +685,7 @@ class SqliteStore:
                 " response_body, rl_limit, rl_remaining, rl_reset, retry_after)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (
-                        row.delivery_id,
-                        i + 1,
-                        a.started_at,
-                        a.duration_ms,
-                        a.status_code,
-                        a.error,
-                        a.response_body,
-                        a.rl_limit,
-                        a.rl_remaining,
-                        a.rl_reset,
-                        a.retry_after,
-                    )
+                    (row.delivery_id, i + 1, *_attempt_values(a))
                     for r in records
                     for row in r.rows
                     for i, a in enumerate(row.attempts)
@@ -931,6 +908,21 @@ class SqliteStore:
             return int(c.execute("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").fetchone()[0])
 
         return await self.db.read(op)
+
+
+def _attempt_values(a: Attempt) -> tuple[Any, ...]:
+    """An attempt's columns after `delivery_id` and `number`, in the order of the table."""
+    return (
+        a.started_at,
+        a.duration_ms,
+        a.status_code,
+        a.error,
+        a.response_body,
+        a.rl_limit,
+        a.rl_remaining,
+        a.rl_reset,
+        a.retry_after,
+    )
 
 
 def _require_hook(c: sqlite3.Connection, tenant_id: str, hook_id: str) -> tuple[str, int, str]:
