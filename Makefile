@@ -1,5 +1,5 @@
 # The README's two commands are `make run` and `make test`; .ci/run calls `make test`.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 CONFIG ?= config.example.toml

@@ -1,0 +1,109 @@
+"""`POST /api/v2/hooks/{id}/test`: send a sample event to one hook now, as Auth0's dashboard
+runner did, and answer with the attempt (status, duration, the receiver's parsed answer) and,
+for a blocking point, the envelope the auth server would get from it.
+
+Optional body: `{"event": {...}}` (validated like the point's forwarded bodies) instead of
+the sample event. The test is not retried and not recorded as a delivery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .. import ids, points
+from ..auth import SCOPE_UPDATE
+from ..context import services
+from ..delivery.attempt import render_body, request_headers, send
+from ..egress import MAX_STORED_BODY_BYTES, MAX_SYNC_BODY_BYTES
+from ..errors import BadRequest, NotFound
+from ..middleware import tenant_of
+from ..web import json_response, read_json
+from . import validate
+
+
+async def test_hook(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_UPDATE)
+    hook_id = request.match_info["id"]
+    body = await read_json(request, svc.settings.server.max_body_bytes, required=False)
+    view = await svc.registry.view(tenant)
+    live = view.hooks.get(hook_id) if view else None
+    if live is None:
+        raise NotFound("hook not found")
+    trigger = live.hook.trigger_id
+    if body is not None:
+        if not isinstance(body, dict):
+            raise BadRequest("body must be a JSON object")
+        validate.no_unknown(body, {"event"})
+    if body and "event" in body:
+        event = points.validate_event(trigger, body["event"])
+    else:
+        event = points.sample_event(trigger)
+    now = svc.clock()
+    payload = render_body(live.hook.format, trigger, event, now)
+    assert svc.session is not None
+    result = await send(
+        svc.session,
+        live.hook.url,
+        payload,
+        request_headers(live, ids.new_id("test", now=now), payload, now),
+        timeout_s=live.hook.timeout_ms / 1000.0,
+        connect_timeout_s=svc.settings.egress.connect_timeout,
+        body_cap=MAX_SYNC_BODY_BYTES,
+        allow_http=svc.settings.egress.allow_http,
+        allow_cidrs=svc.egress_allow,
+        clock=svc.clock,
+    )
+    parsed, error = _read_answer(result.ok, result.status_code, result.content_type, result.body)
+    return json_response({
+        "hookId": hook_id,
+        "triggerId": trigger,
+        "request": event,
+        "statusCode": result.status_code,
+        "durationMs": round(result.duration_ms, 3),
+        "error": result.error or error,
+        "responseBody": result.body[:MAX_STORED_BODY_BYTES].decode("utf-8", "replace") or None,
+        "answer": None if parsed is None else _envelope(parsed),
+        "result": _auth_server_result(trigger, event, live.hook.name, parsed, result.error or error),
+    })
+
+
+def _read_answer(ok: bool, status: int | None, content_type: str | None,
+                 body: bytes) -> tuple[points.Answer | None, str | None]:
+    """The receiver's answer, or why it is not an Auth0 answer."""
+    if not ok:
+        return None, None
+    try:
+        return points.parse_receiver_answer(status or 0, content_type, body), None
+    except points.AnswerError as exc:
+        return None, exc.message
+
+
+def _envelope(answer: points.Answer) -> dict[str, Any]:
+    """The answer as an Auth0 envelope, without what the receiver added (a stack, ...)."""
+    if answer.ok:
+        return points.success_envelope(answer.data)
+    name = answer.error_name or "Error"
+    return points.error_envelope(name, answer.error_message or "", answer.friendly_message)
+
+
+def _auth_server_result(trigger: str, event: dict[str, Any], hook_name: str, answer: points.Answer | None,
+                        error: str | None) -> dict[str, Any] | None:
+    """For a blocking point: what the auth server would get if this hook were the only one
+    (with `failurePolicy` fail), after the point's answer rules. None for the other points."""
+    if not points.is_blocking(trigger):
+        return None
+    chain = points.Chain(trigger, event)
+    if answer is None:
+        chain.fail(hook_name, error or "failed")
+        return chain.result()
+    try:
+        chain.apply(answer, hook_name=hook_name)
+    except points.AnswerError as exc:
+        chain.fail(hook_name, exc.message)
+    return chain.result()
+
+
+def routes() -> list[web.RouteDef]:
+    return [web.post("/api/v2/hooks/{id}/test", test_hook)]

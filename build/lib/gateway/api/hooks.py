@@ -1,0 +1,219 @@
+"""`/api/v2/hooks`: Auth0's hooks resource, plus the gateway's own fields."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from .. import ids, points
+from ..auth import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ, SCOPE_UPDATE
+from ..context import Services, services
+from ..egress import check_url
+from ..errors import BadRequest, NotFound
+from ..middleware import tenant_of
+from ..registry import signing_context
+from ..signing import new_signing_secret
+from ..store.models import Hook
+from ..web import (
+    apply_fields,
+    fields_filter,
+    iso,
+    json_response,
+    no_content,
+    query_bool,
+    query_int,
+    read_json,
+    require_object,
+)
+from . import validate
+
+NAME_PATTERN = re.compile(r"[a-zA-Z0-9]([ \-a-zA-Z0-9]*[a-zA-Z0-9])?")
+NAME_MAX = 128
+URL_MAX = 2048
+TIMEOUT_MS_MIN, TIMEOUT_MS_MAX = 100, 60_000
+DEFAULT_TIMEOUT_MS = 10_000
+MAX_CONCURRENCY_MAX = 1000
+RATE_MAX = 10_000.0
+DEFAULT_PER_PAGE, MAX_PER_PAGE = 50, 100
+FORMATS = ("auth0", "standard")
+FAILURE_POLICIES = ("fail", "skip")
+SINGLE_ENABLED = frozenset({points.SEND_PHONE_MESSAGE})
+
+HOOK_FIELDS = {
+    "id", "name", "triggerId", "url", "enabled", "order", "timeoutMs", "failurePolicy",
+    "maxConcurrency", "rateLimitPerSecond", "format", "disabledReason", "createdAt", "updatedAt",
+}
+WRITABLE = {"name", "url", "enabled", "order", "timeoutMs", "failurePolicy", "maxConcurrency",
+            "rateLimitPerSecond", "format"}
+# Auth0 fields for code that Auth0 ran; here the code runs at the hook's `url`.
+AUTH0_CODE_FIELDS = ("script", "dependencies")
+
+
+def render(h: Hook) -> dict[str, Any]:
+    return {
+        "id": h.id,
+        "name": h.name,
+        "triggerId": h.trigger_id,
+        "url": h.url,
+        "enabled": h.enabled,
+        "order": h.order,
+        "timeoutMs": h.timeout_ms,
+        "failurePolicy": h.failure_policy,
+        "maxConcurrency": h.max_concurrency,
+        "rateLimitPerSecond": h.rate_limit_per_second,
+        "format": h.format,
+        "disabledReason": h.disabled_reason,
+        "createdAt": iso(h.created_at),
+        "updatedAt": iso(h.updated_at),
+    }
+
+
+def _check_known(body: dict[str, Any], allowed: set[str]) -> None:
+    for key in AUTH0_CODE_FIELDS:
+        if key in body:
+            raise BadRequest(f"unknown field {key!r}: a gateway hook's code runs at its 'url', not here")
+    validate.no_unknown(body, allowed)
+
+
+def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
+    """Validated writable fields, by API name."""
+    out: dict[str, Any] = {}
+    if "name" in body:
+        out["name"] = validate.string(body, "name", max_len=NAME_MAX, pattern=NAME_PATTERN,
+                                      hint="^[a-zA-Z0-9]([ \\-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+    if "url" in body:
+        url = validate.string(body, "url", max_len=URL_MAX)
+        check_url(url, allow_http=svc.settings.egress.allow_http, allow_cidrs=svc.egress_allow)
+        out["url"] = url
+    if "enabled" in body:
+        out["enabled"] = validate.boolean(body, "enabled")
+    if "order" in body:
+        out["order"] = validate.integer(body, "order", minimum=-1_000_000, maximum=1_000_000)
+    if "timeoutMs" in body:
+        out["timeoutMs"] = validate.integer(body, "timeoutMs", minimum=TIMEOUT_MS_MIN, maximum=TIMEOUT_MS_MAX)
+    if "failurePolicy" in body:
+        out["failurePolicy"] = validate.choice(body, "failurePolicy", FAILURE_POLICIES)
+    if "maxConcurrency" in body:
+        out["maxConcurrency"] = validate.integer(body, "maxConcurrency", minimum=1,
+                                                 maximum=MAX_CONCURRENCY_MAX)
+    if "rateLimitPerSecond" in body:
+        out["rateLimitPerSecond"] = validate.number_or_null(body, "rateLimitPerSecond", minimum=0.01,
+                                                            maximum=RATE_MAX)
+    if "format" in body:
+        out["format"] = validate.choice(body, "format", FORMATS)
+    return out
+
+
+async def list_hooks(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_READ)
+    page = query_int(request, "page", default=0, minimum=0, maximum=1_000_000)
+    per_page = query_int(request, "per_page", default=DEFAULT_PER_PAGE, minimum=1, maximum=MAX_PER_PAGE)
+    include_totals = query_bool(request, "include_totals") or False
+    enabled = query_bool(request, "enabled")
+    trigger = request.query.get("triggerId") or None
+    if trigger is not None and trigger not in points.TRIGGER_IDS:
+        raise BadRequest(f"unknown triggerId {trigger!r}")
+    names, include = fields_filter(request, HOOK_FIELDS)
+    result = await svc.store.list_hooks(
+        tenant, enabled=enabled, trigger_id=trigger, offset=page * per_page, limit=per_page
+    )
+    hooks = [apply_fields(render(h), names, include) for h in result.items]
+    if include_totals:
+        return json_response(
+            {"start": page * per_page, "limit": per_page, "total": result.total, "hooks": hooks}
+        )
+    return json_response(hooks)
+
+
+async def create_hook(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_CREATE)
+    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+    _check_known(body, WRITABLE | {"triggerId"})
+    for key in ("name", "triggerId", "url"):
+        if key not in body:
+            raise BadRequest(f"{key!r} is required")
+    trigger = validate.choice(body, "triggerId", points.TRIGGER_IDS)
+    fields = _check_fields(svc, body)
+    blocking = points.is_blocking(trigger)
+    if "failurePolicy" in fields and not blocking:
+        raise BadRequest("'failurePolicy' applies to blocking points only")
+    now = svc.clock()
+    default_timeout = svc.settings.sync.default_timeout if blocking else svc.settings.delivery.timeout
+    hook = Hook(
+        id=ids.new_id(ids.HOOK, now=now),
+        tenant_id=tenant,
+        name=fields["name"],
+        trigger_id=trigger,
+        url=fields["url"],
+        enabled=fields.get("enabled", False),
+        order=fields.get("order", 0),
+        timeout_ms=fields.get("timeoutMs", int(default_timeout * 1000)),
+        failure_policy=fields.get("failurePolicy", "fail"),
+        max_concurrency=fields.get("maxConcurrency", svc.settings.delivery.default_max_concurrency),
+        rate_limit_per_second=fields.get("rateLimitPerSecond"),
+        format=fields.get("format", "auth0"),
+        disabled_reason=None,
+        created_at=now,
+        updated_at=now,
+    )
+    secret = svc.cipher.encrypt(new_signing_secret(), signing_context(hook.id))
+    await svc.store.create_hook(hook, secret, single_enabled=trigger in SINGLE_ENABLED)
+    svc.registry.invalidate(tenant)
+    return json_response(render(hook), status=201)
+
+
+async def get_hook(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_READ)
+    hook = await svc.store.get_hook(tenant, request.match_info["id"])
+    if hook is None:
+        raise NotFound("hook not found")
+    names, include = fields_filter(request, HOOK_FIELDS)
+    return json_response(apply_fields(render(hook), names, include))
+
+
+async def update_hook(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_UPDATE)
+    hook_id = request.match_info["id"]
+    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+    _check_known(body, WRITABLE | {"triggerId", "id"})
+    current = await svc.store.get_hook(tenant, hook_id)
+    if current is None:
+        raise NotFound("hook not found")
+    if "triggerId" in body and body["triggerId"] != current.trigger_id:
+        raise BadRequest("'triggerId' cannot be changed; create a new hook instead")
+    if "id" in body and body["id"] != current.id:
+        raise BadRequest("'id' cannot be changed")
+    fields = _check_fields(svc, body)
+    if "failurePolicy" in fields and not points.is_blocking(current.trigger_id):
+        raise BadRequest("'failurePolicy' applies to blocking points only")
+    if fields.get("enabled"):
+        fields["disabledReason"] = None
+    single = current.trigger_id if current.trigger_id in SINGLE_ENABLED else None
+    _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(),
+                                           single_enabled_trigger=single)
+    svc.registry.invalidate(tenant)
+    return json_response(render(after))
+
+
+async def delete_hook(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_DELETE)
+    await svc.store.delete_hook(tenant, request.match_info["id"], svc.clock())
+    svc.registry.invalidate(tenant)
+    return no_content()
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v2/hooks", list_hooks, allow_head=False),
+        web.post("/api/v2/hooks", create_hook),
+        web.get("/api/v2/hooks/{id}", get_hook, allow_head=False),
+        web.patch("/api/v2/hooks/{id}", update_hook),
+        web.delete("/api/v2/hooks/{id}", delete_hook),
+    ]

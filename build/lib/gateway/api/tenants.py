@@ -1,0 +1,141 @@
+"""`/api/v2/tenants`: operators (scope `admin:tenants`, no `tenant` claim) manage tenants."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+
+from .. import points
+from ..auth import SCOPE_ADMIN
+from ..context import services
+from ..errors import BadRequest, Forbidden, NotFound
+from ..middleware import principal
+from ..peers import networks
+from ..store.models import Tenant
+from ..web import iso, json_response, no_content, query_bool, query_int, read_json, require_object
+from . import validate
+
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+WRITABLE = {"name", "allowedCidrs", "deadlines", "maxInFlight"}
+MAX_DEADLINE_MS = 60_000
+
+
+def render(t: Tenant) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "allowedCidrs": list(t.allowed_cidrs),
+        "deadlines": dict(t.deadlines),
+        "maxInFlight": t.max_in_flight,
+        "createdAt": iso(t.created_at),
+        "updatedAt": iso(t.updated_at),
+    }
+
+
+def _operator(request: web.Request) -> None:
+    p = principal(request, SCOPE_ADMIN)
+    if p.tenant is not None:
+        raise Forbidden("tenant management needs an operator token (no 'tenant' claim)")
+
+
+def _fields(body: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if "name" in body:
+        out["name"] = validate.string(body, "name", max_len=256)
+    if "allowedCidrs" in body:
+        cidrs = body["allowedCidrs"]
+        if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
+            raise BadRequest("'allowedCidrs' must be an array of CIDR strings")
+        try:
+            networks(cidrs)
+        except ValueError as exc:
+            raise BadRequest(f"'allowedCidrs': {exc}") from None
+        out["allowed_cidrs"] = tuple(cidrs)
+    if "deadlines" in body:
+        deadlines = body["deadlines"]
+        if not isinstance(deadlines, dict):
+            raise BadRequest("'deadlines' must be an object of triggerId to milliseconds")
+        for trigger in deadlines:
+            if trigger not in points.TRIGGER_IDS or not points.is_blocking(trigger):
+                raise BadRequest(f"'deadlines': {trigger!r} is not a blocking point")
+            validate.integer(deadlines, trigger, minimum=100, maximum=MAX_DEADLINE_MS)
+        out["deadlines"] = dict(deadlines)
+    if "maxInFlight" in body:
+        out["max_in_flight"] = None if body["maxInFlight"] is None else validate.integer(
+            body, "maxInFlight", minimum=1, maximum=100_000)
+    return out
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    svc = services(request)
+    _operator(request)
+    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+    validate.no_unknown(body, WRITABLE | {"id"})
+    if "id" not in body:
+        raise BadRequest("'id' is required")
+    tenant_id = validate.string(body, "id", max_len=63, pattern=ID_PATTERN, hint="^[a-z0-9][a-z0-9-]{0,62}$")
+    fields = _fields(body)
+    now = svc.clock()
+    tenant = Tenant(id=tenant_id, name=fields.get("name", tenant_id),
+                    allowed_cidrs=fields.get("allowed_cidrs", ()), deadlines=fields.get("deadlines", {}),
+                    max_in_flight=fields.get("max_in_flight"), created_at=now, updated_at=now)
+    await svc.store.create_tenant(tenant)
+    svc.registry.invalidate(tenant_id)
+    return json_response(render(tenant), status=201)
+
+
+async def list_tenants(request: web.Request) -> web.Response:
+    svc = services(request)
+    _operator(request)
+    page = query_int(request, "page", default=0, minimum=0, maximum=1_000_000)
+    per_page = query_int(request, "per_page", default=50, minimum=1, maximum=100)
+    result = await svc.store.list_tenants(offset=page * per_page, limit=per_page)
+    tenants = [render(t) for t in result.items]
+    if query_bool(request, "include_totals"):
+        return json_response(
+            {"start": page * per_page, "limit": per_page, "total": result.total, "tenants": tenants}
+        )
+    return json_response(tenants)
+
+
+async def get_tenant(request: web.Request) -> web.Response:
+    svc = services(request)
+    _operator(request)
+    tenant = await svc.store.get_tenant(request.match_info["id"])
+    if tenant is None:
+        raise NotFound("tenant not found")
+    return json_response(render(tenant))
+
+
+async def update_tenant(request: web.Request) -> web.Response:
+    svc = services(request)
+    _operator(request)
+    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+    validate.no_unknown(body, WRITABLE | {"id"})
+    tenant_id = request.match_info["id"]
+    if "id" in body and body["id"] != tenant_id:
+        raise BadRequest("'id' cannot be changed")
+    tenant = await svc.store.update_tenant(tenant_id, _fields(body), svc.clock())
+    svc.registry.invalidate(tenant_id)
+    return json_response(render(tenant))
+
+
+async def delete_tenant(request: web.Request) -> web.Response:
+    svc = services(request)
+    _operator(request)
+    tenant_id = request.match_info["id"]
+    await svc.store.delete_tenant(tenant_id)
+    svc.registry.invalidate(tenant_id)
+    return no_content()
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/api/v2/tenants", create_tenant),
+        web.get("/api/v2/tenants", list_tenants, allow_head=False),
+        web.get("/api/v2/tenants/{id}", get_tenant, allow_head=False),
+        web.patch("/api/v2/tenants/{id}", update_tenant),
+        web.delete("/api/v2/tenants/{id}", delete_tenant),
+    ]

@@ -1,0 +1,117 @@
+"""`create_app(settings)`: routes, middlewares, and the cleanup contexts that own the
+database, the outbound client session and the delivery workers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import delivery, ingest, ipranges
+from .api import deliveries, hook_test, hooks, openapi, secrets, signing_secrets, tenants
+from .context import SERVICES, Services, services
+from .crypto import cipher_from_settings
+from .errors import Forbidden, ServiceUnavailable
+from .invoke import INVOKER, Invoker
+from .middleware import api_guard, errors
+from .peers import contains, peer_address
+from .settings import Settings
+from .store import open_store
+from .store.base import Store
+from .web import json_response
+
+log = logging.getLogger("gateway.app")
+
+Hook = Callable[[web.Application], Any]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await services(request).store.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        raise ServiceUnavailable(f"database not reachable: {type(exc).__name__}") from None
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    svc = services(request)
+    if not contains(svc.metrics_cidrs, peer_address(request, svc.trusted_proxies)):
+        raise Forbidden("metrics are not served to this address")
+    svc.metrics.backlog.set(await svc.store.backlog())
+    return web.Response(body=svc.metrics.render(), headers={"Content-Type": svc.metrics.content_type})
+
+
+def create_app(
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.time,
+    store: Store | None = None,
+    extra_contexts: list[Callable[[web.Application], AsyncIterator[None]]] | None = None,
+    **seams: Any,
+) -> web.Application:
+    """The gateway as an aiohttp application. `seams` are passed to the parts that take them
+    (`resolver=` for the egress guard, `sleep=` for retries)."""
+    cipher = cipher_from_settings(settings)
+    svc = Services.build(settings, store or open_store(settings), cipher, clock=clock)
+    svc.extras.update(seams)
+    app = web.Application(
+        middlewares=[errors, api_guard],
+        client_max_size=settings.server.max_body_bytes,
+        handler_args={"max_field_size": 16384},
+    )
+    app[SERVICES] = svc
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        await svc.store.open()
+        yield
+        await svc.store.close()
+
+    async def invoker(app: web.Application) -> AsyncIterator[None]:
+        def session() -> aiohttp.ClientSession:
+            assert svc.session is not None, "the client session is closed"
+            return svc.session
+
+        inv = Invoker(
+            settings,
+            svc.store,
+            session,
+            clock=clock,
+            sleep=seams.get("sleep", asyncio.sleep),
+            allow_cidrs=svc.egress_allow,
+            metrics=svc.metrics,
+        )
+        app[INVOKER] = inv
+        yield
+        await inv.drain()
+
+    # Started in this order, closed in reverse: workers stop before the client, the client
+    # before the database.
+    app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(delivery.client_context)
+    app.cleanup_ctx.append(invoker)
+    for ctx in extra_contexts or []:
+        app.cleanup_ctx.append(ctx)
+    app.cleanup_ctx.append(delivery.workers_context)
+
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/readyz", readyz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.add_routes(tenants.routes())
+    app.add_routes(hooks.routes())
+    app.add_routes(secrets.routes())
+    app.add_routes(signing_secrets.routes())
+    app.add_routes(hook_test.routes())
+    app.add_routes(deliveries.routes())
+    app.add_routes(ingest.routes())
+    app.add_routes(ipranges.routes())
+    app.add_routes(openapi.routes())
+    return app

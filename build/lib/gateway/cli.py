@@ -1,0 +1,174 @@
+"""The `gateway` command: serve, tenant create, token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import __version__, logs
+from . import settings as settings_mod
+from .auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
+from .errors import ApiError, ConfigError
+from .settings import Settings, parse_duration
+from .store import open_store
+from .store.models import Tenant
+
+log = logging.getLogger("gateway.cli")
+
+DEMO_TENANT = "demo"
+MIN_HS256_SECRET_BYTES = 32  # RFC 7518 3.2: an HS256 key at least as long as the hash
+HOOK_SCOPES = (SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE, SCOPE_DELETE)
+
+
+def _load(path: str | None) -> Settings:
+    return settings_mod.load(path or os.environ.get("GATEWAY_CONFIG"))
+
+
+async def _create_tenant(settings: Settings, tenant_id: str, name: str | None, *, exist_ok: bool) -> bool:
+    from .api.tenants import ID_PATTERN  # noqa: PLC0415
+
+    if not ID_PATTERN.fullmatch(tenant_id):
+        raise ConfigError(f"tenant id {tenant_id!r} must match ^[a-z0-9][a-z0-9-]{{0,62}}$")
+    store = open_store(settings)
+    await store.open()
+    try:
+        if exist_ok and await store.get_tenant(tenant_id) is not None:
+            return False
+        now = time.time()
+        await store.create_tenant(
+            Tenant(id=tenant_id, name=name or tenant_id, created_at=now, updated_at=now)
+        )
+        return True
+    finally:
+        await store.close()
+
+
+def _demo_banner(settings: Settings) -> str:
+    base = f"http://{settings.server.host}:{settings.server.port}"
+    hooks_token = mint(settings, tenant=DEMO_TENANT, scopes=HOOK_SCOPES, ttl_s=86400)
+    service_token = mint(settings, tenant=DEMO_TENANT, scopes=(SCOPE_FORWARD,), ttl_s=86400)
+    operator_token = mint(settings, tenant=None, scopes=(SCOPE_ADMIN,), ttl_s=86400)
+    return f"""
+  hooks gateway {__version__} on {base}  (database: {settings.database.url})
+  demo tenant: {DEMO_TENANT}   tokens below are valid for 24 h
+
+  tenant token (read/create/update/delete:hooks):
+    export TOKEN={hooks_token}
+  service token (forward:events, for the auth server):
+    export SERVICE_TOKEN={service_token}
+  operator token (admin:tenants):
+    export OPERATOR_TOKEN={operator_token}
+
+  try:
+    curl -s {base}/api/v2/hooks -H "Authorization: Bearer $TOKEN"
+    curl -s -X POST {base}/v1/tenants/{DEMO_TENANT}/triggers/credentials-exchange \\
+      -H "Authorization: Bearer $SERVICE_TOKEN" -H 'Content-Type: application/json' \\
+      -d '{{"audience":"https://api.example.com","client":{{"id":"c1","name":"App"}},"scope":["read"]}}'
+"""
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    logs.configure(settings.server.log_level)
+    secret = settings.auth.hs256_secret
+    if (
+        settings.server.mode == "production"
+        and secret is not None
+        and (secret.get().startswith("change-me") or len(secret.get()) < MIN_HS256_SECRET_BYTES)
+    ):
+        raise ConfigError(
+            f"{settings.source}: [auth] hs256_secret must be changed, and at least "
+            f"{MIN_HS256_SECRET_BYTES} bytes, in production mode"
+        )
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - optional speed-up
+        pass
+    if args.demo:
+        asyncio.run(_create_tenant(settings, DEMO_TENANT, "Demo tenant", exist_ok=True))
+        print(_demo_banner(settings), flush=True)
+    from .app import create_app  # noqa: PLC0415
+
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        access_log=logging.getLogger("gateway.access") if settings.server.access_log else None,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        print=lambda msg: log.info(msg.strip()),
+        handle_signals=True,
+    )
+    return 0
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    created = asyncio.run(_create_tenant(settings, args.id, args.name, exist_ok=False))
+    print(f"tenant {args.id} created" if created else f"tenant {args.id} exists")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    if args.tenant is None and SCOPE_ADMIN not in args.scope.split():
+        print("a token without --tenant is an operator token: add admin:tenants to --scope", file=sys.stderr)
+        return 2
+    print(mint(settings, tenant=args.tenant, scopes=args.scope.split(), ttl_s=parse_duration(args.ttl)))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gateway", description="Auth0-compatible hooks gateway")
+    p.add_argument("--version", action="version", version=__version__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument(
+        "--config", help="TOML settings file (default: $GATEWAY_CONFIG, else built-in defaults)"
+    )
+    serve.add_argument("--demo", action="store_true", help="create the demo tenant and print tokens to try")
+    serve.set_defaults(func=cmd_serve)
+
+    tenant = sub.add_parser("tenant", help="manage tenants")
+    tsub = tenant.add_subparsers(dest="tenant_command", required=True)
+    create = tsub.add_parser("create", help="create a tenant")
+    create.add_argument("id")
+    create.add_argument("--name")
+    create.add_argument("--config")
+    create.set_defaults(func=cmd_tenant_create)
+
+    token = sub.add_parser("token", help="print a token signed with [auth] hs256_secret")
+    token.add_argument("--tenant", help="bind the token to this tenant (omit for an operator token)")
+    token.add_argument(
+        "--scope", required=True, help='space-separated scopes, e.g. "read:hooks create:hooks"'
+    )
+    token.add_argument("--ttl", default="1h", help='lifetime, e.g. "30m", "1h", "7d" (default 1h)')
+    token.add_argument("--config")
+    token.set_defaults(func=cmd_token)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ApiError as exc:
+        print(f"gateway: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

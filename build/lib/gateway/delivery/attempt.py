@@ -1,0 +1,178 @@
+"""One attempt to a receiver: build the signed request, send it through the egress guard,
+read a capped answer, and say what happened. Shared by durable and blocking delivery."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import yarl
+
+from .. import __version__, points
+from ..egress import MAX_STORED_BODY_BYTES, check_url, read_capped, refusal_from
+from ..errors import ApiError, DestinationRefused
+from ..peers import Cidrs
+from ..registry import LiveHook
+from ..store.models import Attempt
+from .schedule import RateLimitInfo, parse_rate_limit, parse_retry_after
+
+USER_AGENT = f"hooks-gateway/{__version__}"
+_NO_RATE_LIMIT = RateLimitInfo(None, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None  # why the attempt failed (None: the receiver answered 2xx)
+    body: bytes  # the answer, up to the cap it was read with
+    content_type: str | None
+    rate_limit: RateLimitInfo
+    retry_after: float | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def record(self, *, note: str | None = None) -> Attempt:
+        """The attempt as stored: first 4 KiB of the body as text, rate-limit headers."""
+        text = self.body[:MAX_STORED_BODY_BYTES].decode("utf-8", "replace") if self.body else None
+        return Attempt(
+            number=0,
+            started_at=self.started_at,
+            duration_ms=round(self.duration_ms, 3),
+            status_code=self.status_code,
+            error=self.error or note,
+            response_body=text,
+            rl_limit=self.rate_limit.limit,
+            rl_remaining=self.rate_limit.remaining,
+            rl_reset=self.rate_limit.reset,
+            retry_after=self.retry_after,
+        )
+
+
+def render_body(hook_format: str, trigger_id: str, event: bytes | Mapping[str, Any], now: float) -> bytes:
+    """The request body: the event unchanged (`auth0`), or Standard Webhooks' envelope."""
+    if hook_format == "standard":
+        data = json.loads(event) if isinstance(event, bytes) else dict(event)
+        stamp = datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return json.dumps(
+            points.standard_envelope(trigger_id, data, timestamp=stamp), separators=(",", ":")
+        ).encode()
+    if isinstance(event, bytes):
+        return event
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def request_headers(live: LiveHook, msg_id: str, body: bytes, now: float) -> dict[str, str]:
+    # Accept-Encoding given here rather than skipped on the session: aiohttp's skip list costs
+    # a sort and two header copies per request.
+    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+    headers.update(live.headers)
+    headers.update(live.signer.headers(msg_id, int(now), body))
+    return headers
+
+
+def error_note(answer: points.Answer) -> str | None:
+    """What an answered error envelope said, for the attempt record."""
+    if answer.ok:
+        return None
+    return f"receiver answered an error: {answer.error_name}: {answer.error_message or ''}"[:1000]
+
+
+def envelope_error(body: bytes) -> str | None:
+    """For a 2xx answer: the error an Auth0 error envelope carries, if it is one."""
+    try:
+        return error_note(points.parse_receiver_answer(200, None, body))
+    except points.AnswerError:
+        return None
+
+
+async def send(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float,
+    connect_timeout_s: float,
+    body_cap: int,
+    allow_http: bool,
+    allow_cidrs: Any,
+    clock: Callable[[], float] = time.time,
+) -> AttemptResult:
+    """POST once; never raises for anything the receiver or network does."""
+    started = clock()
+    t0 = time.perf_counter()
+    status: int | None = None
+    data = b""
+    ctype: str | None = None
+    rate_limit = _NO_RATE_LIMIT
+    retry_after: float | None = None
+    error: str | None = None
+    try:
+        cidrs = allow_cidrs if isinstance(allow_cidrs, Cidrs) else Cidrs(allow_cidrs)
+        target = _checked_url(url, allow_http, cidrs)
+        timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(connect_timeout_s, timeout_s))
+        post = session.post(target, data=body, headers=headers, timeout=timeout, allow_redirects=False)
+        async with post as resp:
+            status = resp.status
+            ctype = resp.headers.get("Content-Type")
+            now = clock()
+            rate_limit = parse_rate_limit(resp.headers, now)
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now)
+            data, truncated = await read_capped(resp, body_cap)
+            if not 200 <= status < 300:
+                error = f"receiver answered HTTP {status}"
+                if 300 <= status < 400:
+                    error += " (redirects are not followed)"
+            elif truncated:
+                error = f"answer larger than {body_cap} bytes"
+    except ApiError as exc:  # the URL itself is refused by policy
+        error = exc.message
+    except DestinationRefused as exc:  # the guard refused every address before connecting
+        error = str(exc)
+    except aiohttp.ConnectionTimeoutError:  # before TimeoutError: it is one
+        error = f"timed out connecting after {min(connect_timeout_s, timeout_s):g}s"
+    except TimeoutError:
+        error = f"timed out after {timeout_s:g}s"
+    except aiohttp.ClientError as exc:
+        refused = refusal_from(exc)
+        error = str(refused) if refused is not None else f"connection failed: {_describe(exc)}"
+    except asyncio.CancelledError:
+        raise
+    except OSError as exc:
+        refused = refusal_from(exc)
+        error = str(refused) if refused is not None else f"connection failed: {exc}"
+    duration_ms = (time.perf_counter() - t0) * 1000.0
+    return AttemptResult(
+        started_at=started,
+        duration_ms=duration_ms,
+        status_code=status,
+        error=error,
+        body=data,
+        content_type=ctype,
+        rate_limit=rate_limit,
+        retry_after=retry_after,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked_url(url: str, allow_http: bool, allow_cidrs: Cidrs) -> yarl.URL:
+    """The URL's static check (scheme, user-info, literal addresses) and its parse, once per URL:
+    hooks are called again and again at the same few URLs. A refusal raises and is not cached."""
+    check_url(url, allow_http=allow_http, allow_cidrs=allow_cidrs)
+    return yarl.URL(url)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text[:500]

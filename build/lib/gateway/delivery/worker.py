@@ -1,0 +1,354 @@
+"""Delivery workers: claim due deliveries with a lease, send them, record what happened.
+
+Each worker keeps up to `batch` attempts in flight and claims more as they finish, so one slow
+receiver does not hold up the others. The lease is the row's due time pushed forward: a
+worker that dies simply lets its rows come due again, and a live engine keeps renewing the
+leases of what it has in flight. A clean stop finishes what is in flight (up to the shutdown
+timeout) and gives the rest back at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from .. import points
+from ..egress import MAX_SYNC_BODY_BYTES
+from ..metrics import Metrics
+from ..registry import HookRegistry, LiveHook
+from ..settings import Settings
+from ..store.base import Store
+from ..store.models import Claimed, Delivery, Outcome
+from ..store.sqlite import PARKED_AT
+from .attempt import AttemptResult, error_note, render_body, request_headers, send
+from .schedule import pause_until, wait_schedule_jitter
+from .throttle import HookLimits, Pauses, destination
+
+log = logging.getLogger("gateway.delivery")
+
+CAP_RETRY_S = 0.5  # a hook at its concurrency cap with a full queue: look again this much later
+CLAIM_ERROR_PAUSE_S = 1.0  # the store failed a claim: wait this long before the next one
+ANSWER_MAX_BYTES = MAX_SYNC_BODY_BYTES  # a larger answer is a failed attempt; 4 KiB of it is kept
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        registry: HookRegistry,
+        session_getter: Callable[[], aiohttp.ClientSession],
+        *,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        allow_cidrs: Any = (),
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self._session = session_getter
+        self.clock = clock
+        self.cfg = settings.delivery
+        self.wait = wait_schedule_jitter(self.cfg.retry_schedule, self.cfg.jitter, rng)
+        self.pauses = Pauses(store, clock=clock)
+        self.limits = HookLimits()
+        self.allow_cidrs = allow_cidrs
+        self.owner = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._wakes: list[asyncio.Event] = []
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._keeper: asyncio.Task[None] | None = None
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self.delivered = 0
+        self.cap_deferrals = 0  # deliveries put back because their hook was at its cap
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for n in range(self.cfg.workers):
+            wake = asyncio.Event()
+            self._wakes.append(wake)
+            self._tasks.append(asyncio.create_task(self._worker(wake), name=f"delivery-worker-{n}"))
+        self._tasks.append(asyncio.create_task(self._purger(), name="delivery-purger"))
+        self._keeper = asyncio.create_task(self._keep_leases(), name="delivery-leases")
+
+    def notify(self) -> None:
+        """New deliveries are due now (called by ingest, retry and replay): wake every worker."""
+        for wake in self._wakes:
+            wake.set()
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop claiming, let in-flight attempts finish for up to `timeout_s`, give back the rest."""
+        self._stopping = True
+        self.notify()
+        background, self._tasks = self._tasks, []
+        for t in background:
+            t.cancel()
+        await _settle(background)
+        inflight = dict(self._inflight)
+        if inflight:
+            _, still = await asyncio.wait(inflight.values(), timeout=timeout_s)
+            unfinished = [did for did, t in inflight.items() if t in still]
+            for t in still:
+                t.cancel()
+            await _settle(still)
+            if unfinished:
+                log.info("shutdown: %d unfinished deliveries given back", len(unfinished))
+                await self.store.release(unfinished, self.clock(), owner=self.owner)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await _settle([self._keeper])
+            self._keeper = None
+
+    # -- claiming --------------------------------------------------------------------------
+
+    async def _worker(self, wake: asyncio.Event) -> None:
+        batch = max(1, self.cfg.batch)
+        low_water = max(1, batch // 4)  # claim again once this many slots are free
+        mine: set[asyncio.Task[None]] = set()
+        last_claimed, deferrals_then = 0, 0
+        while not self._stopping:
+            if batch - len(mine) < low_water:
+                await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            if last_claimed and (self.cap_deferrals - deferrals_then) * 2 >= last_claimed:
+                # Most of the last claim went back because its hooks are at their caps: claiming
+                # again at once would only push the same backlog around. Let the caps drain.
+                last_claimed = 0
+                await asyncio.sleep(self.cfg.poll_interval)
+                continue
+            wake.clear()  # before the claim, so a notify that arrives during it is not lost
+            try:
+                claimed = await self._claim(batch - len(mine))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("claiming deliveries failed; retrying")
+                await asyncio.sleep(CLAIM_ERROR_PAUSE_S)
+                continue
+            last_claimed, deferrals_then = len(claimed), self.cap_deferrals
+            for item in claimed:
+                self._dispatch(item, mine)
+            if claimed:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=self.cfg.poll_interval)
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        """Claim due deliveries; a claim interrupted by shutdown is given back, not lost."""
+        task = asyncio.ensure_future(
+            self.store.claim_due(now=self.clock(), limit=limit, lease_s=self.cfg.lease, owner=self.owner)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                claimed = await task
+                if claimed:
+                    await self.store.release([c.delivery.id for c in claimed], self.clock(), owner=self.owner)
+            raise
+
+    def _dispatch(self, item: Claimed, mine: set[asyncio.Task[None]]) -> None:
+        did = item.delivery.id
+        if did in self._inflight:  # still in flight here (its lease had run out): let it finish
+            return
+        task = asyncio.create_task(self._deliver(item), name=f"delivery-{did}")
+        self._inflight[did] = task
+        mine.add(task)
+        task.add_done_callback(mine.discard)
+        task.add_done_callback(lambda _t: self._inflight.pop(did, None))
+
+    async def _keep_leases(self) -> None:
+        """Renew the leases of in-flight deliveries so only a dead engine's rows come due."""
+        every = max(0.05, self.cfg.lease / 3)
+        while True:
+            await asyncio.sleep(every)
+            ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                await self.store.extend_leases(ids, self.clock() + self.cfg.lease, owner=self.owner)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("renewing delivery leases failed")
+
+    async def _purger(self) -> None:
+        while not self._stopping:
+            try:
+                await self.purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("purge failed")
+            await asyncio.sleep(self.cfg.purge_interval)
+
+    async def purge(self) -> int:
+        """Delete finished deliveries, their attempts and events older than the retention."""
+        now = self.clock()
+        removed = await self.store.purge(before=now - self.cfg.retention, now=now)
+        if removed:
+            log.info("purged %d finished deliveries older than the retention", removed)
+        return removed
+
+    # -- one delivery ----------------------------------------------------------------------
+
+    async def _deliver(self, item: Claimed) -> None:
+        d = item.delivery
+        try:
+            outcome = await self._attempt(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("delivery %s failed unexpectedly", d.id)
+            reason = f"internal error: {type(exc).__name__}"
+            outcome = self._failure(item, reason, uses_attempt=False, result=None)
+        try:
+            await self.store.record_outcomes([outcome], self.clock(), owner=self.owner)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the lease runs out and the delivery is tried again
+            log.exception("recording the outcome of delivery %s failed", d.id)
+            return
+        if outcome.status == "succeeded":
+            self.delivered += 1
+        if outcome.attempt is not None:
+            self.metrics.attempted(outcome.status)
+
+    async def _attempt(self, item: Claimed) -> Outcome:
+        d = item.delivery
+        checked = await self._check(d)
+        if isinstance(checked, Outcome):
+            return checked
+        hook = checked.hook
+        if not self.limits.can_queue(hook.id, hook.max_concurrency):
+            self.cap_deferrals += 1
+            return Outcome(d.id, None, "pending", self.clock() + CAP_RETRY_S, False, None)
+        waited = await self.limits.acquire(hook.id, hook.max_concurrency, hook.rate_limit_per_second)
+        try:
+            if waited:
+                # While this one waited for its turn, the hook may have been disabled or deleted,
+                # or its destination paused.
+                checked = await self._check(d)
+                if isinstance(checked, Outcome):
+                    return checked
+            result = await self._send(checked, item)
+        finally:
+            self.limits.release(hook.id)
+        return await self._classify(item, checked, result)
+
+    async def _check(self, d: Delivery) -> LiveHook | Outcome:
+        """The hook to send to now, or the outcome that holds the delivery back."""
+        view = await self.registry.view(d.tenant_id)
+        live = view.hooks.get(d.hook_id) if view else None
+        if live is None:
+            return Outcome(d.id, None, "cancelled", None, False, "hook deleted")
+        if not live.hook.enabled:
+            # Parked: it waits, without using attempts, until the hook is enabled again.
+            return Outcome(d.id, None, "pending", PARKED_AT, False, None)
+        paused = await self.pauses.check(d.tenant_id, destination(live.hook.url))
+        if paused is not None:
+            return Outcome(d.id, None, "pending", paused, False, None)
+        return live
+
+    async def _send(self, live: LiveHook, item: Claimed) -> AttemptResult:
+        now = self.clock()  # a fresh webhook-timestamp on every attempt; the id stays the delivery's
+        body = render_body(live.hook.format, item.delivery.trigger_id, item.body, now)
+        headers = request_headers(live, item.delivery.id, body, now)
+        return await send(
+            self._session(),
+            live.hook.url,
+            body,
+            headers,
+            timeout_s=live.hook.timeout_ms / 1000.0,
+            connect_timeout_s=self.settings.egress.connect_timeout,
+            body_cap=ANSWER_MAX_BYTES,
+            allow_http=self.settings.egress.allow_http,
+            allow_cidrs=self.allow_cidrs,
+            clock=self.clock,
+        )
+
+    async def _classify(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
+        d = item.delivery
+        now = self.clock()
+        until = pause_until(result.rate_limit, self.cfg.ratelimit_remaining_threshold, now)
+        if until is not None:
+            await self.pauses.pause(d.tenant_id, destination(live.hook.url), until)
+        status = result.status_code
+        if result.ok:
+            try:
+                answer = points.parse_receiver_answer(status or 200, result.content_type, result.body)
+            except points.AnswerError as exc:  # a 2xx that is not JSON: SPEC's wire protocol says failed
+                return self._failure(item, exc.message, uses_attempt=True, result=result, floor=until)
+            # A 200 with an error envelope is delivered too (Auth0 logged such errors); the error
+            # stays in the attempt record.
+            return Outcome(d.id, result.record(note=error_note(answer)), "succeeded", None, True, None)
+        if status == 410:
+            reason = f"receiver answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}"
+            await self.disable_hook(live, reason)
+            return Outcome(d.id, result.record(), "pending", PARKED_AT, True,
+                           f"{result.error}; hook disabled")
+        if status == 429:
+            return self._rate_limited(item, result, floor=until)
+        return self._failure(item, result.error or "failed", uses_attempt=True, result=result, floor=until)
+
+    def _rate_limited(self, item: Claimed, result: AttemptResult, *, floor: float | None) -> Outcome:
+        """A 429 is the receiver pacing us, not a failure of this delivery: no attempt is used,
+        the next one waits at least its `Retry-After`, and only the maximum age bounds it."""
+        d = item.delivery
+        now = self.clock()
+        wait = result.retry_after if result.retry_after is not None else self.wait.delay(d.attempt_count + 1)
+        due = max(now + wait, floor or 0.0)
+        if due - d.created_at > self.cfg.max_age:
+            return Outcome(d.id, result.record(), "failed", None, False,
+                           "max age exceeded (receiver answered 429)")
+        return Outcome(d.id, result.record(), "pending", due, False, result.error)
+
+    def _failure(
+        self, item: Claimed, reason: str, *, uses_attempt: bool, result: AttemptResult | None,
+        floor: float | None = None,
+    ) -> Outcome:
+        """The next try by the schedule (never before a 503's `Retry-After` or a pause), or
+        `failed` once the schedule is used up or the next try would pass the maximum age."""
+        d = item.delivery
+        now = self.clock()
+        made = d.attempt_count + (1 if uses_attempt else 0)
+        record = result.record(note=reason) if result is not None else None
+        if made > len(self.cfg.retry_schedule):
+            return Outcome(d.id, record, "failed", None, uses_attempt, reason)
+        due = now + self.wait.delay(max(1, made))
+        if result is not None and result.retry_after is not None and result.status_code == 503:
+            due = max(due, now + result.retry_after)
+        if floor is not None:
+            due = max(due, floor)
+        if due - d.created_at > self.cfg.max_age:
+            return Outcome(d.id, record, "failed", None, uses_attempt, f"{reason}; max age exceeded")
+        return Outcome(d.id, record, "pending", due, uses_attempt, reason)
+
+    async def disable_hook(self, live: LiveHook, reason: str) -> None:
+        hook = live.hook
+        await self.store.update_hook(hook.tenant_id, hook.id, {"enabled": False, "disabledReason": reason},
+                                     self.clock())
+        self.registry.invalidate(hook.tenant_id)
+        log.warning("hook %s disabled: %s", hook.id, reason)
+
+
+async def _settle(tasks: Any) -> None:
+    """Wait for (cancelled) tasks to end; log what ended with an error instead of raising."""
+    for t in list(tasks):
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("delivery task %s ended with an error", t.get_name())

@@ -1,0 +1,309 @@
+"""The egress (SSRF) guard: URL rules, the address classifier, the guarded resolver/connector.
+
+A hook URL is checked twice. `check_url` runs when a hook is created or updated and refuses
+what is plainly wrong (scheme, user-info, a literal refused address) without any DNS. At
+delivery time `make_connector` builds the aiohttp connector that checks every address a host
+resolves to and connects only to those checked addresses, so there is no check-then-connect
+race with DNS.
+
+A refusal raises `DestinationRefused` from inside the connector. aiohttp only wraps `OSError`s
+from name resolution, so the refusal reaches the caller of `session.post(...)` as-is; use
+`refusal_from` to find it in whatever exception the caller ends up holding.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.tracing import Trace
+from yarl import URL
+
+from gateway.errors import BadRequest, DestinationRefused
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Response limits, in one place.
+MAX_SYNC_BODY_BYTES = 256 * 1024  # longest answer read from a receiver; longer fails the attempt
+MAX_STORED_BODY_BYTES = 4 * 1024  # body kept with a delivery attempt
+MAX_LINE_SIZE = 8190  # bytes in the status line or one header line (ClientSession max_line_size)
+MAX_FIELD_SIZE = 8190  # bytes in one header field (ClientSession max_field_size)
+CONNECT_TIMEOUT_S = 5.0  # seconds to establish a TCP (and TLS) connection
+DNS_CACHE_TTL_S = 10  # seconds a checked DNS answer is reused
+
+
+class RefusedRange(NamedTuple):
+    network: IPNetwork
+    name: str
+
+
+def _refused(cidr: str, name: str) -> RefusedRange:
+    return RefusedRange(ipaddress.ip_network(cidr), name)
+
+
+REFUSED_RANGES: tuple[RefusedRange, ...] = (
+    _refused("0.0.0.0/8", "this network"),
+    _refused("10.0.0.0/8", "private"),
+    _refused("100.64.0.0/10", "shared address space (CGNAT)"),
+    _refused("127.0.0.0/8", "loopback"),
+    _refused("169.254.0.0/16", "link-local (cloud metadata)"),
+    _refused("172.16.0.0/12", "private"),
+    _refused("192.0.0.0/24", "IETF protocol assignments"),
+    _refused("192.0.2.0/24", "documentation (TEST-NET-1)"),
+    _refused("192.88.99.0/24", "6to4 relay anycast"),
+    _refused("192.168.0.0/16", "private"),
+    _refused("198.18.0.0/15", "benchmarking"),
+    _refused("198.51.100.0/24", "documentation (TEST-NET-2)"),
+    _refused("203.0.113.0/24", "documentation (TEST-NET-3)"),
+    _refused("224.0.0.0/4", "multicast"),
+    _refused("240.0.0.0/4", "reserved"),
+    _refused("255.255.255.255/32", "limited broadcast"),
+    _refused("::/128", "unspecified"),
+    _refused("::1/128", "loopback"),
+    _refused("fc00::/7", "unique local"),
+    _refused("fe80::/10", "link-local"),
+    _refused("ff00::/8", "multicast"),
+    _refused("2001:db8::/32", "documentation"),
+)
+
+# IPv6 ranges that carry an IPv4 address: the embedded address is what gets checked.
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")  # IPv4-mapped: the last 32 bits
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # NAT64 well-known prefix: the last 32 bits
+_SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")  # 6to4: bits 16..48
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    if isinstance(address, ipaddress.IPv4Address):
+        return None
+    if address in _MAPPED or address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _SIX_TO_FOUR:
+        return ipaddress.IPv4Address((int(address) >> 80) & 0xFFFFFFFF)
+    return None
+
+
+def classify(address: IPAddress, allow_cidrs: Sequence[IPNetwork]) -> str | None:
+    """Return the refused range `address` falls in (e.g. "127.0.0.0/8"), or None if allowed."""
+    if any(address in network for network in allow_cidrs):
+        return None
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        return classify(embedded, allow_cidrs)
+    matches = [r.network for r in REFUSED_RANGES if address in r.network]
+    # Name the most specific range: 255.255.255.255 is "limited broadcast", not just "reserved".
+    return str(max(matches, key=lambda network: network.prefixlen)) if matches else None
+
+
+def _ipv4_part(part: str) -> int | None:
+    """One part of an inet_aton-style address: decimal, 0x-hex or 0-octal."""
+    if part[:2] in ("0x", "0X"):
+        digits, base, allowed = part[2:], 16, "0123456789abcdefABCDEF"
+        if not digits:
+            return 0  # "0x" alone is zero, as browsers read it
+    elif len(part) > 1 and part.startswith("0"):
+        digits, base, allowed = part[1:], 8, "01234567"
+    else:
+        digits, base, allowed = part, 10, "0123456789"
+    if not digits or any(c not in allowed for c in digits):
+        return None
+    return int(digits, base)
+
+
+def _parse_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    if host.endswith("."):
+        host = host[:-1]  # browsers accept one trailing dot
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4 or "" in parts:
+        return None
+    numbers = [_ipv4_part(part) for part in parts]
+    if any(n is None for n in numbers):
+        return None
+    *head, last = [n for n in numbers if n is not None]
+    # Leading parts are one byte each; the last part fills the remaining bytes.
+    if any(n > 0xFF for n in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = last
+    for i, n in enumerate(head):
+        value += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
+def parse_ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """Read `host` as a literal address, in any notation inet_aton or a browser accepts.
+
+    Returns None for a hostname, and for anything with an out-of-range part.
+    """
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]  # brackets only ever hold IPv6
+    if bracketed or ":" in host:
+        try:
+            return ipaddress.IPv6Address(host)
+        except ValueError:
+            return None
+    return _parse_ipv4(host)
+
+
+def check_url(url: str, *, allow_http: bool, allow_cidrs: Sequence[IPNetwork]) -> None:
+    """Refuse a hook URL that is plainly not deliverable; hostnames are not resolved here."""
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise BadRequest(f"url is not a valid URL: {exc}") from exc
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parsed.scheme not in schemes:
+        raise BadRequest(f"url must use {' or '.join(schemes)}, not {parsed.scheme or 'no scheme'!r}")
+    if parsed.raw_user is not None or parsed.raw_password is not None:
+        raise BadRequest("url must not contain user-info (user:password@)")
+    host = parsed.raw_host
+    if not host:
+        raise BadRequest("url must have a host")
+    address = parse_ip_literal(host)
+    if address is not None:
+        range_ = classify(address, allow_cidrs)
+        if range_ is not None:
+            raise BadRequest(f"url is not allowed: {DestinationRefused(str(address), range_)}")
+
+
+def _check(host: str, allow_cidrs: Sequence[IPNetwork]) -> None:
+    """Raise DestinationRefused unless `host`, an address about to be connected to, is allowed."""
+    address = parse_ip_literal(host)
+    if address is None:
+        # Fail closed: something that is not an address would be resolved again, unchecked.
+        raise DestinationRefused(host, "not an IP address")
+    range_ = classify(address, allow_cidrs)
+    if range_ is not None:
+        raise DestinationRefused(str(address), range_)
+
+
+class GuardedResolver(AbstractResolver):
+    """Resolve with `inner`, then refuse the whole answer if any address in it is refused."""
+
+    def __init__(self, *, allow_cidrs: Sequence[IPNetwork], inner: AbstractResolver | None = None) -> None:
+        self._allow_cidrs = tuple(allow_cidrs)
+        self._owns_inner = inner is None
+        self._inner = aiohttp.ThreadedResolver() if inner is None else inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        literal = parse_ip_literal(host)
+        if literal is not None:
+            # "0x7f.1" and friends: use the address itself, never ask DNS about it.
+            results = [
+                ResolveResult(
+                    hostname=host,
+                    host=str(literal),
+                    port=port,
+                    family=socket.AF_INET if literal.version == 4 else socket.AF_INET6,
+                    proto=0,
+                    flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+                )
+            ]
+        else:
+            results = await self._inner.resolve(host, port, family)
+        for result in results:
+            _check(result["host"], self._allow_cidrs)
+        return results
+
+    async def close(self) -> None:
+        if self._owns_inner:
+            await self._inner.close()
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """A TCPConnector that checks every address before connecting to it.
+
+    aiohttp never calls the resolver for a literal address in the URL (`http://127.0.0.1/`,
+    `http://[::ffff:a00:1]/`), so the resolver alone is not enough: this hook sees literal,
+    cached and freshly resolved addresses alike, just before the sockets are opened.
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_cidrs: Sequence[IPNetwork],
+        resolver: AbstractResolver,
+        local_addr: tuple[str, int] | None,
+        limit: int,
+        limit_per_host: int,
+    ) -> None:
+        super().__init__(
+            resolver=resolver,
+            local_addr=local_addr,
+            use_dns_cache=True,
+            ttl_dns_cache=DNS_CACHE_TTL_S,  # a cached answer was checked when it was resolved
+            limit=limit,
+            limit_per_host=limit_per_host,
+            enable_cleanup_closed=False,
+        )
+        self._allow_cidrs = tuple(allow_cidrs)
+
+    async def _resolve_host(
+        self, host: str, port: int, traces: Sequence[Trace] | None = None
+    ) -> list[ResolveResult]:
+        results = await super()._resolve_host(host, port, traces=traces)
+        for result in results:
+            _check(result["host"], self._allow_cidrs)
+        return results
+
+
+def make_connector(
+    *,
+    allow_cidrs: Sequence[IPNetwork],
+    source_address: str | None = None,
+    resolver: AbstractResolver | None = None,
+    limit: int = 0,
+    limit_per_host: int = 0,
+) -> aiohttp.TCPConnector:
+    """The connector for all deliveries: guarded DNS, optional source address, no cleanup hacks."""
+    return GuardedConnector(
+        allow_cidrs=allow_cidrs,
+        resolver=GuardedResolver(allow_cidrs=allow_cidrs, inner=resolver),
+        local_addr=(source_address, 0) if source_address is not None else None,
+        limit=limit,
+        limit_per_host=limit_per_host,
+    )
+
+
+def refusal_from(exc: BaseException) -> DestinationRefused | None:
+    """Find the DestinationRefused behind `exc` (itself, a cause, a context or an os_error)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, DestinationRefused):
+            return current
+        todo += [current.__cause__, current.__context__]
+        if isinstance(current, aiohttp.ClientConnectorError):
+            todo.append(current.os_error)
+    return None
+
+
+async def read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
+    """Read at most `limit` bytes of the body; return them and whether the body was longer.
+
+    A truncated response is closed, so the rest of the body is never downloaded.
+    """
+    length = response.content_length
+    if length is not None and length <= limit:  # the common case: one read of a known length
+        return await response.read(), False
+    body = bytearray()
+    while len(body) < limit:
+        chunk = await response.content.read(limit - len(body))
+        if not chunk:
+            return bytes(body), False
+        body += chunk
+    # One more byte tells a body of exactly `limit` bytes from a longer one.
+    truncated = bool(await response.content.read(1))
+    if truncated:
+        response.close()
+    return bytes(body), truncated

@@ -1,0 +1,129 @@
+"""The gateway's one exception tree, and its JSON rendering.
+
+    GatewayError
+    ├── ConfigError                 bad settings: start-up stops (names key and file)
+    ├── ApiError                    an answer to the caller: {statusCode, error, message}
+    │   ├── BadRequest        400   malformed JSON, wrong types, unknown fields, bad values
+    │   ├── Unauthorized      401   missing or invalid token
+    │   ├── Forbidden         403   missing scope, address not allowed
+    │   ├── NotFound          404   unknown id, or another tenant's object
+    │   ├── Conflict          409   duplicate name or id
+    │   ├── PayloadTooLarge   413   body over the configured limit
+    │   └── TooManyRequests   429   own rate limit or in-flight cap (carries retry_after)
+    ├── DestinationRefused          the egress guard refused an address (address, range)
+    └── DeliveryFailure             one attempt to a receiver failed (reason, status, retry_after)
+
+Only `ApiError` reaches a client as-is; everything else is translated at one boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose."""
+
+
+class ConfigError(GatewayError):
+    """The settings are unusable; the message names the key and the file."""
+
+
+class ApiError(GatewayError):
+    status: int = 500
+    error: str = "Internal Server Error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        return {"statusCode": self.status, "error": self.error, "message": self.message}
+
+    def body_bytes(self) -> bytes:
+        return json.dumps(self.body()).encode()
+
+
+class BadRequest(ApiError):
+    status = 400
+    error = "Bad Request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    error = "Unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    error = "Forbidden"
+
+
+class NotFound(ApiError):
+    status = 404
+    error = "Not Found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    error = "Method Not Allowed"
+
+
+class Conflict(ApiError):
+    status = 409
+    error = "Conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    error = "Payload Too Large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    error = "Unsupported Media Type"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    error = "Too Many Requests"
+
+    def __init__(self, message: str, *, retry_after: int, headers: dict[str, str] | None = None) -> None:
+        merged = {"Retry-After": str(max(0, int(retry_after)))}
+        merged.update(headers or {})
+        super().__init__(message, headers=merged)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    error = "Service Unavailable"
+
+
+class DestinationRefused(GatewayError):
+    """The egress guard refused a destination before any connection was made."""
+
+    def __init__(self, address: str, range_: str) -> None:
+        super().__init__(f"destination refused: {address} ({range_})")
+        self.address = address
+        self.range = range_
+
+
+class DeliveryFailure(GatewayError):
+    """One attempt to a receiver failed; carries what the retry policy needs."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        retryable: bool = True,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = retryable

@@ -1,0 +1,352 @@
+"""The one settings object: TOML file + `GATEWAY_<SECTION>_<KEY>` environment overrides.
+
+Parsed once at start-up into frozen, typed dataclasses and passed to `create_app`.
+Nothing reads the environment after this. An unknown or ill-typed key stops start-up
+with a `ConfigError` naming the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "GATEWAY_"
+# Environment variables with the prefix that are not settings keys.
+ENV_NOT_SETTINGS = frozenset({"GATEWAY_CONFIG"})
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: object) -> float:
+    """`5` / `"500ms"` / `"5s"` / `"5m"` / `"2h"` / `"3d"` -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_S[match.group(2)]
+    raise ValueError(f"expected a duration such as 5, \"500ms\", \"5s\", \"2h\", \"3d\", got {value!r}")
+
+
+class Secret:
+    """A string that never shows itself in `repr`, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+# Marker types for fields that need more than the Python type says.
+Duration = typing.NewType("Duration", float)
+Cidr = typing.NewType("Cidr", str)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    mode: str = "development"  # "production" makes a missing encryption key fatal
+    max_body_bytes: int = 256 * 1024
+    shutdown_timeout: Duration = Duration(10.0)
+    access_log: bool = False
+    log_level: str = "info"
+    metrics_allowed_cidrs: tuple[Cidr, ...] = (Cidr("127.0.0.1/32"), Cidr("::1/128"))
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///data/gateway.db"
+    busy_timeout: Duration = Duration(5.0)
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    issuer: str = "https://auth.example.com/"
+    audience: str = "hooks-gateway"
+    hs256_secret: Secret | None = None
+    jwks_file: str | None = None
+    leeway: Duration = Duration(30.0)
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    # base64 of 32 bytes (AES-256-GCM) for hook secrets and signing secrets at rest.
+    encryption_key: Secret | None = None
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    allowed_cidrs: tuple[Cidr, ...] = (Cidr("127.0.0.1/32"), Cidr("::1/128"))
+    trusted_proxies: tuple[Cidr, ...] = ()
+
+
+@dataclass(frozen=True)
+class EgressSettings:
+    allow_http: bool = False
+    allow_cidrs: tuple[Cidr, ...] = ()
+    source_address: str | None = None
+    connect_timeout: Duration = Duration(5.0)
+    regions: Mapping[str, tuple[Cidr, ...]] = field(default_factory=dict)
+    regions_updated_at: str | None = None  # ISO date of the last change of `regions`
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    retry_schedule: tuple[Duration, ...] = tuple(
+        Duration(s) for s in (5, 300, 1800, 7200, 18000, 36000, 36000)
+    )
+    jitter: float = 0.2
+    max_age: Duration = Duration(3 * 86400.0)
+    ratelimit_remaining_threshold: int = 0
+    workers: int = 2
+    batch: int = 64  # attempts each worker keeps in flight
+    lease: Duration = Duration(300.0)
+    poll_interval: Duration = Duration(0.5)
+    timeout: Duration = Duration(10.0)
+    default_max_concurrency: int = 10
+    retention: Duration = Duration(30 * 86400.0)
+    purge_interval: Duration = Duration(3600.0)
+    signing_grace: Duration = Duration(86400.0)
+    idempotency_ttl: Duration = Duration(86400.0)
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    deadline: Duration = Duration(20.0)
+    max_in_flight: int = 250
+    default_timeout: Duration = Duration(10.0)
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    # Token bucket per tenant per API: `rate` tokens a second, at most `burst` saved up.
+    management_rate: float = 50.0
+    management_burst: int = 100
+    ingest_rate: float = 5000.0
+    ingest_burst: int = 10000
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    egress: EgressSettings = field(default_factory=EgressSettings)
+    delivery: DeliverySettings = field(default_factory=DeliverySettings)
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    source: str = "<defaults>"
+
+    def replace(self, **sections: Any) -> Settings:
+        """A copy with some keys changed: `s.replace(delivery={"workers": 1})`."""
+        raw: dict[str, dict[str, Any]] = {}
+        for name, values in sections.items():
+            raw[name] = dict(values)
+        return _build(raw, self, f"{self.source} + overrides")
+
+
+SECTIONS: dict[str, type[Any]] = {
+    f.name: typing.get_type_hints(Settings)[f.name]
+    for f in dataclasses.fields(Settings)
+    if f.name != "source"
+}
+
+
+class _EnvText(str):
+    """The raw text of an environment variable: typed once the target key's type is known."""
+
+
+def _convert(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, where)
+    if isinstance(value, _EnvText):
+        # A string key takes the text as it is (a secret "123456" or "true" stays a string);
+        # any other key reads it as a TOML value (5, true, ["1s", "2s"]), else as a string.
+        value = str(value) if hint in (str, Secret, Cidr) else _env_value(value)
+    if hint is Duration:
+        try:
+            return Duration(parse_duration(value))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if hint is Cidr:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a CIDR string, got {value!r}")
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not a CIDR such as \"10.0.0.0/8\"") from None
+        return Cidr(value)
+    if hint is Secret:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string")
+        return Secret(value)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected an array, got {value!r}")
+        return tuple(_convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (Mapping, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table, got {value!r}")
+        return types.MappingProxyType(
+            {str(k): _convert(v, args[1], f"{where}.{k}") for k, v in value.items()}
+        )
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def _build(
+    raw: Mapping[str, Mapping[str, Any]], base: Settings, source: str, *, validate: bool = True
+) -> Settings:
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        values = raw.get(name, {})
+        hints = typing.get_type_hints(cls, globalns=globals())
+        current = getattr(base, name)
+        changes = {}
+        for key, value in values.items():
+            env = f" ({ENV_PREFIX}{name.upper()}_{key.upper()})" if isinstance(value, _EnvText) else ""
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown key [{name}] {key}{env}")
+            changes[key] = _convert(value, hints[key], f"{source}: [{name}] {key}{env}")
+        sections[name] = dataclasses.replace(current, **changes)
+    for name in raw:
+        if name not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{name}]")
+    settings = Settings(**sections, source=source)
+    if validate:
+        _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if s.server.mode not in ("development", "production"):
+        raise ConfigError(f"{s.source}: [server] mode must be \"development\" or \"production\"")
+    if not s.database.url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError(f"{s.source}: [database] url must start with sqlite:// or postgresql://")
+    if s.auth.hs256_secret is None and s.auth.jwks_file is None:
+        raise ConfigError(f"{s.source}: [auth] needs hs256_secret and/or jwks_file")
+    if not s.delivery.retry_schedule:
+        raise ConfigError(f"{s.source}: [delivery] retry_schedule cannot be empty")
+    if not 0 <= s.delivery.jitter < 1:
+        raise ConfigError(f"{s.source}: [delivery] jitter must be in [0, 1)")
+    for key in ("workers", "batch", "default_max_concurrency"):
+        if getattr(s.delivery, key) < 1:
+            raise ConfigError(f"{s.source}: [delivery] {key} must be at least 1")
+    if s.sync.max_in_flight < 1:
+        raise ConfigError(f"{s.source}: [sync] max_in_flight must be at least 1")
+    rl = s.ratelimit
+    for key in ("management_rate", "ingest_rate", "management_burst", "ingest_burst"):
+        if getattr(rl, key) <= 0:
+            raise ConfigError(f"{s.source}: [ratelimit] {key} must be above 0")
+    if s.server.max_body_bytes < 1024:
+        raise ConfigError(f"{s.source}: [server] max_body_bytes must be at least 1024")
+    if s.egress.regions_updated_at is not None:
+        try:
+            datetime.fromisoformat(s.egress.regions_updated_at.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{s.source}: [egress] regions_updated_at must be an ISO 8601 time "
+                              "such as \"2026-12-01T00:00:00Z\"") from None
+
+
+def _env_value(text: str) -> Any:
+    """Environment values are TOML values when they parse as one, else plain strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    raw: dict[str, dict[str, Any]] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_SETTINGS:
+            continue
+        rest = name[len(ENV_PREFIX):].lower()
+        section, _, key = rest.partition("_")
+        if section not in SECTIONS or not key:
+            raise ConfigError(f"environment: unknown setting {name}")
+        raw.setdefault(section, {})[key] = _EnvText(text)
+    return raw
+
+
+def load(path: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any), then apply environment overrides."""
+    env = os.environ if environ is None else environ
+    base = _DEFAULTS
+    source = "<defaults>"
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such configuration file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+        for name, values in data.items():
+            if not isinstance(values, dict):
+                raise ConfigError(f"{p}: [{name}] must be a table")
+        # Cross-key rules are checked once the environment has been applied too.
+        base = _build(data, _DEFAULTS, str(p), validate=False)
+        source = str(p)
+    overrides = _from_env(env)
+    if overrides:
+        return _build(overrides, base, f"{source} + environment")
+    _validate(base)
+    return base
+
+
+_DEFAULTS = Settings()

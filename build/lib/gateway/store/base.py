@@ -1,0 +1,196 @@
+"""The storage interface the rest of the gateway calls; `sqlite.py` implements it and a
+PostgreSQL store can implement it without touching the callers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from .models import (
+    Attempt,
+    Claimed,
+    Delivery,
+    Hook,
+    HookMaterial,
+    Outcome,
+    Page,
+    SigningSecret,
+    SyncRecord,
+    Tenant,
+)
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None: ...
+
+    async def create_tenant(self, tenant: Tenant) -> Tenant: ...
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def list_tenants(self, *, offset: int, limit: int) -> Page: ...
+
+    async def update_tenant(self, tenant_id: str, changes: Mapping[str, Any], now: float) -> Tenant: ...
+
+    async def delete_tenant(self, tenant_id: str) -> None: ...
+
+    async def create_hook(self, hook: Hook, signing_secret: str, *, single_enabled: bool = False) -> Hook: ...
+
+    async def get_hook(self, tenant_id: str, hook_id: str) -> Hook | None: ...
+
+    async def list_hooks(
+        self,
+        tenant_id: str,
+        *,
+        enabled: bool | None = None,
+        trigger_id: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page: ...
+
+    async def update_hook(
+        self,
+        tenant_id: str,
+        hook_id: str,
+        changes: Mapping[str, Any],
+        now: float,
+        *,
+        single_enabled_trigger: str | None = None,
+    ) -> tuple[Hook, Hook]:
+        """Apply API-named `changes`; returns (before, after). With `single_enabled_trigger`,
+        enabling the hook is refused (409) when another hook of that point is enabled."""
+        ...
+
+    async def delete_hook(self, tenant_id: str, hook_id: str, now: float) -> None: ...
+
+    async def hook_materials(self, tenant_id: str) -> list[HookMaterial]:
+        """Every hook of a tenant with its (encrypted) secrets and signing secrets."""
+        ...
+
+    async def secret_names(self, tenant_id: str, hook_id: str) -> list[str]: ...
+
+    async def add_secrets(
+        self, tenant_id: str, hook_id: str, values: Mapping[str, str], now: float
+    ) -> None: ...
+
+    async def update_secrets(
+        self, tenant_id: str, hook_id: str, values: Mapping[str, str], now: float
+    ) -> None: ...
+
+    async def delete_secrets(
+        self, tenant_id: str, hook_id: str, names: Sequence[str], now: float
+    ) -> None: ...
+
+    async def signing_secrets(self, tenant_id: str, hook_id: str, now: float) -> list[SigningSecret]:
+        """Valid signing secrets, newest first (expired ones are left out)."""
+        ...
+
+    async def rotate_signing_secret(
+        self, tenant_id: str, hook_id: str, new_value: str, *, grace_until: float, now: float
+    ) -> None: ...
+
+    async def ingest(
+        self,
+        *,
+        tenant_id: str,
+        trigger_id: str,
+        event_id: str,
+        body: bytes,
+        deliveries: Sequence[tuple[str, str]],
+        kind: str,
+        now: float,
+        idempotency_key: str | None = None,
+        idempotency_ttl_s: float = 86400.0,
+        response: str | None = None,
+        status: str = "pending",
+    ) -> str | None:
+        """Store an event and one delivery per (delivery id, hook id), atomically.
+
+        With an idempotency key already used (and not expired) by the tenant, stores nothing
+        and returns the first request's stored response (`Conflict` when that request was for
+        another point); otherwise returns None."""
+        ...
+
+    async def claim_due(self, *, now: float, limit: int, lease_s: float, owner: str) -> list[Claimed]:
+        """Lease up to `limit` due pending deliveries, oldest due first.
+
+        The lease moves `next_attempt_at` to the lease expiry, so a claimed row is out of the
+        due range (no other worker takes it) and comes back by itself if its worker dies."""
+        ...
+
+    async def extend_leases(self, delivery_ids: Sequence[str], until: float, *, owner: str) -> None:
+        """Push the lease of deliveries still held by `owner` (and pending) out to `until`."""
+        ...
+
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome], now: float, *, owner: str | None = None
+    ) -> None:
+        """Record attempts and move deliveries on. With `owner`, only rows still leased by it
+        (or leased by nobody) change state: a worker whose lease was taken over, or whose
+        delivery was cancelled meanwhile, moves nothing on. The attempt it made is still
+        recorded, numbered after the delivery's last recorded attempt."""
+        ...
+
+    async def record_sync(self, records: Sequence[SyncRecord]) -> None:
+        """Record blocking invocations, many in one write: events, deliveries and attempts."""
+        ...
+
+    async def defer(self, delivery_ids: Sequence[str], until: float, now: float) -> None:
+        """Push deliveries back without using an attempt (destination paused, hook at its cap)."""
+        ...
+
+    async def release(self, delivery_ids: Sequence[str], now: float, *, owner: str | None = None) -> None:
+        """Give claimed deliveries back at once (clean shutdown). With `owner`, only rows that
+        owner still leases: a delivery whose outcome was recorded keeps its due time."""
+        ...
+
+    async def list_deliveries(
+        self,
+        tenant_id: str,
+        *,
+        hook_id: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page: ...
+
+    async def get_delivery(
+        self, tenant_id: str, delivery_id: str
+    ) -> tuple[Delivery, list[Attempt]] | None: ...
+
+    async def retry_delivery(self, tenant_id: str, delivery_id: str, now: float) -> Delivery:
+        """Make a delivery due now again (a failed or cancelled one becomes pending)."""
+        ...
+
+    async def replay(
+        self,
+        tenant_id: str,
+        hook_id: str,
+        *,
+        since: float,
+        until: float,
+        statuses: Iterable[str],
+        new_id: Callable[[], str],
+        limit: int,
+        now: float,
+    ) -> list[str]:
+        """New deliveries to the hook for its events in [since, until) whose last delivery
+        to it has one of `statuses`; returns the new delivery ids."""
+        ...
+
+    async def get_pause(self, tenant_id: str, destination: str, now: float) -> float | None: ...
+
+    async def set_pause(self, tenant_id: str, destination: str, until: float) -> None: ...
+
+    async def purge(self, *, before: float, now: float, batch: int = ...) -> int:
+        """Delete finished deliveries, their attempts and events older than `before`, and expired
+        idempotency keys and pauses. Pending deliveries and their events are kept. Works in
+        transactions of at most `batch` deliveries, so concurrent ingests keep committing."""
+        ...
+
+    async def backlog(self) -> int: ...

@@ -1,0 +1,131 @@
+"""Rows as typed, frozen records; the API renders them, the store reads and writes them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    name: str
+    allowed_cidrs: tuple[str, ...] = ()
+    deadlines: dict[str, int] = field(default_factory=dict)  # triggerId -> ms
+    max_in_flight: int | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    id: str
+    tenant_id: str
+    name: str
+    trigger_id: str
+    url: str
+    enabled: bool
+    order: int
+    timeout_ms: int
+    failure_policy: str
+    max_concurrency: int
+    rate_limit_per_second: float | None
+    format: str
+    disabled_reason: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSecret:
+    value: str  # ciphertext in the store, plaintext once decrypted by the caller
+    created_at: float
+    expires_at: float | None  # None: the current secret
+
+
+@dataclass(frozen=True, slots=True)
+class HookMaterial:
+    """A hook with everything needed to call it: secrets (still encrypted) and signing keys."""
+
+    hook: Hook
+    secrets: dict[str, str]
+    signing: list[SigningSecret]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: str
+    tenant_id: str
+    event_id: str
+    hook_id: str
+    trigger_id: str
+    kind: str
+    status: str
+    attempt_count: int
+    next_attempt_at: float | None
+    last_error: str | None
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+    response_body: str | None
+    rl_limit: int | None = None
+    rl_remaining: int | None = None
+    rl_reset: float | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery a worker holds a lease on, with its event body."""
+
+    delivery: Delivery
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one attempt leaves behind: the record, and the delivery's next state."""
+
+    delivery_id: str
+    attempt: Attempt | None
+    status: str  # pending | succeeded | failed | cancelled
+    next_attempt_at: float | None
+    uses_attempt: bool
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    items: list[Any]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRow:
+    """One hook's part of a blocking invocation."""
+
+    delivery_id: str
+    hook_id: str
+    status: str
+    attempts: list[Attempt]
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRecord:
+    """A blocking invocation as it is recorded after the answer: the event and each hook's part."""
+
+    tenant_id: str
+    trigger_id: str
+    event_id: str
+    body: bytes
+    created_at: float
+    rows: list[SyncRow]
