@@ -295,6 +295,24 @@ async def test_async_answer_longer_than_4_kib_is_delivered_and_stored_truncated(
     assert attempt["responseBody"] == page[:MAX_STORED_BODY_BYTES].decode()
 
 
+async def test_an_answer_header_over_the_cap_fails_the_attempt(
+    gateway: Gateway, make_receiver: MakeReceiver
+) -> None:
+    async def huge_header(request: web.Request, received: Received, state: dict[str, Any]) -> web.StreamResponse:
+        return web.json_response({"status": "success", "data": {}}, headers={"X-Padding": "p" * 20_000})
+
+    receiver = await make_receiver(huge_header)
+    await gateway.create_hook(url=receiver.url(), enabled=True)
+
+    delivery = await gateway.wait_delivery(await forward_async(gateway), attempts=1)
+
+    assert delivery["status"] == "pending"  # failed once, retried by the schedule
+    (attempt,) = delivery["attempts"]
+    assert attempt["statusCode"] is None
+    assert attempt["error"].startswith("connection failed")
+    assert "8190" in attempt["error"]
+
+
 async def test_receiver_slower_than_the_hook_timeout_fails_the_attempt(
     gateway: Gateway, make_receiver: MakeReceiver
 ) -> None:
