@@ -298,7 +298,7 @@ async def test_async_answer_longer_than_4_kib_is_delivered_and_stored_truncated(
 async def test_an_answer_header_over_the_cap_fails_the_attempt(
     gateway: Gateway, make_receiver: MakeReceiver
 ) -> None:
-    async def huge_header(request: web.Request, received: Received, state: dict[str, Any]) -> web.StreamResponse:
+    async def huge_header(request: web.Request, received: Received, state: dict[str, Any]) -> web.Response:
         return web.json_response({"status": "success", "data": {}}, headers={"X-Padding": "p" * 20_000})
 
     receiver = await make_receiver(huge_header)
