@@ -12,8 +12,7 @@ from ..context import services
 from ..delivery import ENGINE
 from ..errors import BadRequest, NotFound
 from ..middleware import tenant_of
-from ..store.models import Attempt, Delivery
-from ..store.sqlite import PARKED_AT
+from ..store.models import PARKED_AT, Attempt, Delivery
 from ..web import iso, json_response, parse_time, query_bool, query_int, query_time, read_json, require_object
 from . import validate
 

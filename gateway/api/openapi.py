@@ -15,7 +15,7 @@ from aiohttp import web
 from .. import __version__, points
 from ..auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE
 from ..ingest import IDEMPOTENCY_HEADER
-from ..store.sqlite import MAX_SECRETS_PER_HOOK
+from ..store.models import MAX_SECRETS_PER_HOOK
 from ..web import json_response
 from . import deliveries, hooks, secrets, signing_secrets, tenants
 

@@ -26,8 +26,7 @@ from ..metrics import Metrics
 from ..registry import HookRegistry, LiveHook
 from ..settings import Settings
 from ..store.base import Store
-from ..store.models import Claimed, Delivery, Outcome
-from ..store.sqlite import PARKED_AT
+from ..store.models import PARKED_AT, Claimed, Delivery, Outcome
 from .attempt import AttemptResult, error_note, render_body, request_headers, send
 from .schedule import pause_until, wait_schedule_jitter
 from .throttle import HookLimits, Pauses, destination

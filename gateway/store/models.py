@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The due time of a parked delivery (its hook is disabled): it waits, without using attempts,
+# until the hook is enabled again.
+PARKED_AT = 1e15
+MAX_SECRETS_PER_HOOK = 20
+
 
 @dataclass(frozen=True, slots=True)
 class Tenant:

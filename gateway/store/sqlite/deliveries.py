@@ -1,0 +1,448 @@
+"""Events, deliveries and attempts on SQLite: ingest, claims and leases, outcomes, records."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ...errors import BadRequest, Conflict, NotFound
+from ..database import Database
+from ..models import (
+    PARKED_AT,
+    Attempt,
+    Claimed,
+    Delivery,
+    Outcome,
+    Page,
+    SyncRecord,
+)
+from .rows import (
+    CLAIM_SQL,
+    DELIVERY_COLUMNS,
+    PURGE_BATCH,
+    attempt_values,
+    delivery_by_id,
+    delivery_from_row,
+    require_hook,
+)
+
+
+class DeliveryQueries:
+    """Events, deliveries, attempts, destination pauses and purging."""
+
+    db: Database
+
+    # -- events and deliveries -------------------------------------------------------------
+
+    async def ingest(
+        self,
+        *,
+        tenant_id: str,
+        trigger_id: str,
+        event_id: str,
+        body: bytes,
+        deliveries: Sequence[tuple[str, str]],
+        kind: str,
+        now: float,
+        idempotency_key: str | None = None,
+        idempotency_ttl_s: float = 86400.0,
+        response: str | None = None,
+        status: str = "pending",
+    ) -> str | None:
+        """Store an event and one delivery per (delivery id, hook id), atomically.
+
+        With an idempotency key already used (and not expired) by the tenant, stores nothing
+        and returns the first request's stored response (`Conflict` when that request was for
+        another point); otherwise returns None.
+        """
+
+        def op(c: sqlite3.Connection) -> str | None:
+            if idempotency_key is not None:
+                digest = hashlib.sha256(body).hexdigest()
+                row = c.execute(
+                    "SELECT response, trigger_id, request_hash FROM idempotency_keys"
+                    " WHERE tenant_id = ? AND key = ? AND expires_at > ?",
+                    (tenant_id, idempotency_key, now),
+                ).fetchone()
+                if row:
+                    if row[1] != trigger_id:
+                        raise Conflict(f"this Idempotency-Key was used for an event of {row[1]!r}")
+                    if row[2] is not None and row[2] != digest:
+                        raise Conflict("this Idempotency-Key was used with a different request body")
+                    return str(row[0])
+                c.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys"
+                    " (tenant_id, key, trigger_id, response, created_at, expires_at, request_hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        tenant_id,
+                        idempotency_key,
+                        trigger_id,
+                        response or "",
+                        now,
+                        now + idempotency_ttl_s,
+                        digest,
+                    ),
+                )
+            c.execute(
+                "INSERT INTO events (id, tenant_id, trigger_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
+                (event_id, tenant_id, trigger_id, body, now),
+            )
+            c.executemany(
+                f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, NULL, ?, ?)",
+                [
+                    (
+                        did,
+                        tenant_id,
+                        event_id,
+                        hid,
+                        trigger_id,
+                        kind,
+                        status,
+                        now if status == "pending" else None,
+                        now,
+                        now,
+                    )
+                    for did, hid in deliveries
+                ],
+            )
+            return None
+
+        return await self.db.write(op)
+
+    async def claim_due(self, *, now: float, limit: int, lease_s: float, owner: str) -> list[Claimed]:
+        """Lease up to `limit` due pending deliveries, oldest due first.
+
+        The lease moves `next_attempt_at` to the lease expiry, so a claimed row is out of the
+        due range (no other worker takes it) and comes back by itself if its worker dies.
+        The rows are found through the partial index `deliveries_due`: the cost depends on
+        how many are due, not on how many deliveries the table holds.
+        """
+
+        def op(c: sqlite3.Connection) -> list[Claimed]:
+            due = [r[0] for r in c.execute(CLAIM_SQL, (now, limit))]
+            if not due:
+                return []
+            marks = ",".join("?" * len(due))
+            rows = c.execute(
+                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = ? WHERE id IN ({marks})"  # noqa: S608
+                f" RETURNING {DELIVERY_COLUMNS}",
+                (now + lease_s, owner, *due),
+            ).fetchall()
+            order = {did: i for i, did in enumerate(due)}
+            deliveries = sorted((delivery_from_row(r) for r in rows), key=lambda d: order[d.id])
+            event_ids = list({d.event_id for d in deliveries})
+            marks = ",".join("?" * len(event_ids))
+            bodies = dict(c.execute(f"SELECT id, body FROM events WHERE id IN ({marks})", event_ids))  # noqa: S608
+            return [Claimed(delivery=d, body=bodies.get(d.event_id, b"{}")) for d in deliveries]
+
+        return await self.db.write(op)
+
+    async def extend_leases(self, delivery_ids: Sequence[str], until: float, *, owner: str) -> None:
+        """Push the lease of deliveries still held by `owner` (and pending) out to `until`."""
+
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE deliveries SET next_attempt_at = ?"
+                " WHERE id = ? AND status = 'pending' AND lease_owner = ?",
+                [(until, d, owner) for d in delivery_ids],
+            )
+
+        await self.db.write(op)
+
+    async def record_outcomes(
+        self, outcomes: Sequence[Outcome], now: float, *, owner: str | None = None
+    ) -> None:
+        """Record attempts and move deliveries on. With `owner`, only rows still leased by it
+        (or leased by nobody) change state: a worker whose lease was taken over, or whose
+        delivery was cancelled meanwhile, moves nothing on. The attempt it made is still
+        recorded, numbered after the delivery's last recorded attempt."""
+
+        def op(c: sqlite3.Connection) -> None:
+            for o in outcomes:
+                cond = "id = ? AND status = 'pending'"
+                args: list[Any] = [o.delivery_id]
+                if owner is not None:
+                    cond += " AND (lease_owner = ? OR lease_owner IS NULL)"
+                    args.append(owner)
+                c.execute(
+                    "UPDATE deliveries SET status = ?, next_attempt_at = ?,"  # noqa: S608
+                    " attempt_count = attempt_count + ?, last_error = COALESCE(?, last_error),"
+                    f" lease_owner = NULL, updated_at = ? WHERE {cond}",
+                    (o.status, o.next_attempt_at, 1 if o.uses_attempt else 0, o.last_error, now, *args),
+                )
+                if o.attempt is None:
+                    continue
+                a = o.attempt
+                # One statement: numbered after the last recorded attempt, and only while the
+                # delivery exists (it may have been purged meanwhile).
+                c.execute(
+                    "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
+                    " response_body, rl_limit, rl_remaining, rl_reset, retry_after)"
+                    " SELECT ?1, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = ?1), 0) + 1,"
+                    " ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10"
+                    " WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?1)",
+                    (o.delivery_id, *attempt_values(a)),
+                )
+
+        await self.db.write(op)
+
+    async def record_sync(self, records: Sequence[SyncRecord]) -> None:
+        """Record blocking invocations, many in one write: events, deliveries and attempts."""
+
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT INTO events (id, tenant_id, trigger_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
+                [(r.event_id, r.tenant_id, r.trigger_id, r.body, r.created_at) for r in records],
+            )
+            c.executemany(
+                f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, 'sync', ?, ?, NULL, ?, ?, ?)",
+                [
+                    (
+                        row.delivery_id,
+                        r.tenant_id,
+                        r.event_id,
+                        row.hook_id,
+                        r.trigger_id,
+                        row.status,
+                        len(row.attempts),
+                        row.last_error,
+                        r.created_at,
+                        r.created_at,
+                    )
+                    for r in records
+                    for row in r.rows
+                ],
+            )
+            c.executemany(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
+                " response_body, rl_limit, rl_remaining, rl_reset, retry_after)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (row.delivery_id, i + 1, *attempt_values(a))
+                    for r in records
+                    for row in r.rows
+                    for i, a in enumerate(row.attempts)
+                ],
+            )
+
+        await self.db.write(op)
+
+    async def defer(self, delivery_ids: Sequence[str], until: float, now: float) -> None:
+        """Push deliveries back without using an attempt (destination paused, hook at its cap)."""
+
+        def op(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, updated_at = ?"
+                " WHERE id = ? AND status = 'pending'",
+                [(until, now, d) for d in delivery_ids],
+            )
+
+        await self.db.write(op)
+
+    async def release(self, delivery_ids: Sequence[str], now: float, *, owner: str | None = None) -> None:
+        """Give claimed deliveries back at once (clean shutdown). With `owner`, only rows that
+        owner still leases: a delivery whose outcome was recorded keeps its due time."""
+
+        def op(c: sqlite3.Connection) -> None:
+            cond = "id = ? AND status = 'pending'" + (" AND lease_owner = ?" if owner is not None else "")
+            c.executemany(
+                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, updated_at = ? WHERE {cond}",  # noqa: S608
+                [(now, now, d, owner) if owner is not None else (now, now, d) for d in delivery_ids],
+            )
+
+        await self.db.write(op)
+
+    async def list_deliveries(
+        self,
+        tenant_id: str,
+        *,
+        hook_id: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page:
+        where: list[str] = ["tenant_id = ?"]
+        args: list[Any] = [tenant_id]
+        for cond, value in (
+            ("hook_id = ?", hook_id),
+            ("status = ?", status),
+            ("created_at >= ?", since),
+            ("created_at < ?", until),
+        ):
+            if value is not None:
+                where.append(cond)
+                args.append(value)
+        clause = " AND ".join(where)
+
+        def op(c: sqlite3.Connection) -> Page:
+            rows = c.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause}"  # noqa: S608
+                " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            total = c.execute(f"SELECT COUNT(*) FROM deliveries WHERE {clause}", args).fetchone()[0]  # noqa: S608
+            return Page([delivery_from_row(r) for r in rows], total)
+
+        return await self.db.read(op)
+
+    async def get_delivery(self, tenant_id: str, delivery_id: str) -> tuple[Delivery, list[Attempt]] | None:
+        def op(c: sqlite3.Connection) -> tuple[Delivery, list[Attempt]] | None:
+            row = c.execute(
+                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = ? AND id = ?",  # noqa: S608
+                (tenant_id, delivery_id),
+            ).fetchone()
+            if row is None:
+                return None
+            attempts = [
+                Attempt(*r)
+                for r in c.execute(
+                    "SELECT number, started_at, duration_ms, status_code, error, response_body, rl_limit,"
+                    " rl_remaining, rl_reset, retry_after FROM attempts WHERE delivery_id = ?"
+                    " ORDER BY number",
+                    (delivery_id,),
+                )
+            ]
+            return delivery_from_row(row), attempts
+
+        return await self.db.read(op)
+
+    async def retry_delivery(self, tenant_id: str, delivery_id: str, now: float) -> Delivery:
+        """Make a delivery due now again (a failed or cancelled one becomes pending)."""
+
+        def op(c: sqlite3.Connection) -> Delivery:
+            row = c.execute(
+                "SELECT d.kind, h.id, h.enabled, d.status, d.lease_owner, d.next_attempt_at"
+                " FROM deliveries d LEFT JOIN hooks h ON h.id = d.hook_id WHERE d.tenant_id = ? AND d.id = ?",
+                (tenant_id, delivery_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"delivery {delivery_id!r} not found")
+            if row[0] != "async":
+                raise BadRequest("only deliveries of asynchronous points can be retried")
+            if row[1] is None:
+                raise Conflict("the hook of this delivery was deleted")
+            if row[3] == "pending" and row[4] is not None and (row[5] or 0) > now:
+                # Being attempted right now: a second, concurrent send would help nobody.
+                return delivery_by_id(c, delivery_id)
+            due = now if row[2] else PARKED_AT
+            c.execute(
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,"
+                " updated_at = ?, created_at = created_at WHERE id = ?",
+                (due, now, delivery_id),
+            )
+            return delivery_by_id(c, delivery_id)
+
+        return await self.db.write(op)
+
+    async def replay(
+        self,
+        tenant_id: str,
+        hook_id: str,
+        *,
+        since: float,
+        until: float,
+        statuses: Iterable[str],
+        new_id: Callable[[], str],
+        limit: int,
+        now: float,
+    ) -> list[str]:
+        """At most `limit` new deliveries to the hook for its events in [since, until) whose
+        last delivery to it has one of `statuses`; returns the new delivery ids."""
+        status_list = list(statuses)
+
+        def op(c: sqlite3.Connection) -> list[str]:
+            hook = require_hook(c, tenant_id, hook_id)
+            # Per event of the window, the hook's latest delivery (SQLite takes the bare
+            # `status` from the row holding MAX(rowid), the last inserted); replay those whose
+            # status is one of `statuses`, oldest event first.
+            rows = c.execute(
+                "SELECT d.event_id, d.status, MAX(d.rowid) FROM deliveries d"
+                " JOIN events e ON e.id = d.event_id"
+                " WHERE d.tenant_id = ? AND d.hook_id = ? AND d.kind = 'async'"
+                " AND e.created_at >= ? AND e.created_at < ?"
+                " GROUP BY d.event_id ORDER BY e.created_at, d.event_id",
+                (tenant_id, hook_id, since, until),
+            ).fetchall()
+            due = now if hook[1] else PARKED_AT
+            created: list[str] = []
+            for event_id, status, _ in rows:
+                if status not in status_list:
+                    continue
+                if len(created) >= limit:  # the caller's cap on one replay
+                    break
+                did = new_id()
+                c.execute(
+                    f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, 'async', 'pending', 0, ?, NULL, ?, ?)",
+                    (did, tenant_id, event_id, hook_id, hook[2], due, now, now),
+                )
+                created.append(did)
+            return created
+
+        return await self.db.write(op)
+
+    async def get_pause(self, tenant_id: str, destination: str, now: float) -> float | None:
+        def op(c: sqlite3.Connection) -> float | None:
+            row = c.execute(
+                "SELECT until FROM destination_pauses WHERE tenant_id = ? AND destination = ? AND until > ?",
+                (tenant_id, destination, now),
+            ).fetchone()
+            return float(row[0]) if row else None
+
+        return await self.db.read(op)
+
+    async def set_pause(self, tenant_id: str, destination: str, until: float) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO destination_pauses (tenant_id, destination, until) VALUES (?, ?, ?)"
+                " ON CONFLICT (tenant_id, destination) DO UPDATE SET until = MAX(until, excluded.until)",
+                (tenant_id, destination, until),
+            )
+
+        await self.db.write(op)
+
+    async def purge(self, *, before: float, now: float, batch: int = PURGE_BATCH) -> int:
+        """Delete finished deliveries, their attempts and events older than `before`, and expired
+        idempotency keys and pauses. Pending deliveries and their events are kept. Works in
+        transactions of at most `batch` deliveries, so concurrent ingests keep committing."""
+
+        def deliveries(c: sqlite3.Connection) -> int:
+            done = c.execute(
+                "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+                " WHERE created_at < ? AND status != 'pending' LIMIT ?) RETURNING id",
+                (before, batch),
+            ).fetchall()
+            c.executemany("DELETE FROM attempts WHERE delivery_id = ?", done)
+            return len(done)
+
+        def rest(c: sqlite3.Connection) -> None:
+            c.execute(
+                "DELETE FROM events WHERE created_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
+                (before,),
+            )
+            c.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
+            c.execute("DELETE FROM destination_pauses WHERE until <= ?", (now,))
+            c.execute("DELETE FROM signing_secrets WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+
+        removed = 0
+        while True:
+            count = await self.db.write(deliveries)
+            removed += count
+            if count < batch:
+                break
+        await self.db.write(rest)
+        return removed
+
+    async def backlog(self) -> int:
+        def op(c: sqlite3.Connection) -> int:
+            return int(c.execute("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'").fetchone()[0])
+
+        return await self.db.read(op)

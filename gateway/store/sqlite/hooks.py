@@ -1,0 +1,318 @@
+"""Hooks, their secrets and signing secrets on SQLite; every query scoped to its tenant."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ...errors import BadRequest, Conflict, NotFound
+from ..database import Database
+from ..models import (
+    MAX_SECRETS_PER_HOOK,
+    PARKED_AT,
+    Hook,
+    HookMaterial,
+    Page,
+    SigningSecret,
+)
+from .rows import (
+    HOOK_COLUMNS,
+    HOOK_FIELD_COLUMNS,
+    hook_from_row,
+    is_unique_violation,
+    require_hook,
+    secret_rows,
+)
+
+
+class HookQueries:
+    """Hooks, hook secrets and signing secrets."""
+
+    db: Database
+
+    # -- hooks -----------------------------------------------------------------------------
+
+    async def create_hook(self, hook: Hook, signing_secret: str, *, single_enabled: bool = False) -> Hook:
+        """Insert a hook and its first signing secret. With `single_enabled`, an enabled hook is
+        refused (409) when another hook of its point is enabled, checked in the same transaction."""
+
+        def op(c: sqlite3.Connection) -> Hook:
+            if single_enabled and hook.enabled:
+                other = c.execute(
+                    "SELECT name FROM hooks WHERE tenant_id = ? AND trigger_id = ? AND enabled = 1",
+                    (hook.tenant_id, hook.trigger_id),
+                ).fetchone()
+                if other:
+                    raise Conflict(f"only one {hook.trigger_id} hook can be enabled; {other[0]!r} already is")
+            try:
+                c.execute(
+                    f"INSERT INTO hooks ({HOOK_COLUMNS})"  # noqa: S608
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        hook.id,
+                        hook.tenant_id,
+                        hook.name,
+                        hook.trigger_id,
+                        hook.url,
+                        int(hook.enabled),
+                        hook.order,
+                        hook.timeout_ms,
+                        hook.failure_policy,
+                        hook.max_concurrency,
+                        hook.rate_limit_per_second,
+                        hook.format,
+                        hook.disabled_reason,
+                        hook.created_at,
+                        hook.updated_at,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if is_unique_violation(exc):
+                    raise Conflict(f"a hook named {hook.name!r} already exists") from None
+                raise
+            c.execute(
+                "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at) VALUES (?, ?, ?, NULL)",
+                (hook.id, signing_secret, hook.created_at),
+            )
+            return hook
+
+        return await self.db.write(op)
+
+    async def get_hook(self, tenant_id: str, hook_id: str) -> Hook | None:
+        def op(c: sqlite3.Connection) -> Hook | None:
+            row = c.execute(
+                f"SELECT {HOOK_COLUMNS} FROM hooks WHERE tenant_id = ? AND id = ?",  # noqa: S608
+                (tenant_id, hook_id),
+            ).fetchone()
+            return hook_from_row(row) if row else None
+
+        return await self.db.read(op)
+
+    async def list_hooks(
+        self,
+        tenant_id: str,
+        *,
+        enabled: bool | None = None,
+        trigger_id: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page:
+        where: list[str] = ["tenant_id = ?"]
+        args: list[Any] = [tenant_id]
+        if enabled is not None:
+            where.append("enabled = ?")
+            args.append(int(enabled))
+        if trigger_id is not None:
+            where.append("trigger_id = ?")
+            args.append(trigger_id)
+        clause = " AND ".join(where)
+
+        def op(c: sqlite3.Connection) -> Page:
+            rows = c.execute(
+                f'SELECT {HOOK_COLUMNS} FROM hooks WHERE {clause} ORDER BY "order", created_at, id'  # noqa: S608
+                " LIMIT ? OFFSET ?",
+                (*args, limit, offset),
+            ).fetchall()
+            total = c.execute(f"SELECT COUNT(*) FROM hooks WHERE {clause}", args).fetchone()[0]  # noqa: S608
+            return Page([hook_from_row(r) for r in rows], total)
+
+        return await self.db.read(op)
+
+    async def update_hook(
+        self,
+        tenant_id: str,
+        hook_id: str,
+        changes: Mapping[str, Any],
+        now: float,
+        *,
+        single_enabled_trigger: str | None = None,
+    ) -> tuple[Hook, Hook]:
+        """Apply API-named `changes`; returns (before, after). With `single_enabled_trigger`,
+        enabling the hook is refused (409) when another hook of that point is enabled."""
+
+        def op(c: sqlite3.Connection) -> tuple[Hook, Hook]:
+            row = c.execute(
+                f"SELECT {HOOK_COLUMNS} FROM hooks WHERE tenant_id = ? AND id = ?",  # noqa: S608
+                (tenant_id, hook_id),
+            ).fetchone()
+            if row is None:
+                raise NotFound(f"hook {hook_id!r} not found")
+            before = hook_from_row(row)
+            if single_enabled_trigger and changes.get("enabled") and not before.enabled:
+                other = c.execute(
+                    "SELECT name FROM hooks WHERE tenant_id = ? AND trigger_id = ? AND enabled = 1"
+                    " AND id != ?",
+                    (tenant_id, single_enabled_trigger, hook_id),
+                ).fetchone()
+                if other:
+                    raise Conflict(
+                        f"only one {single_enabled_trigger} hook can be enabled; {other[0]!r} already is"
+                    )
+            sets, args = ["updated_at = ?"], [now]
+            for key, value in changes.items():
+                sets.append(f"{HOOK_FIELD_COLUMNS[key]} = ?")
+                args.append(int(value) if isinstance(value, bool) else value)
+            try:
+                c.execute(f"UPDATE hooks SET {', '.join(sets)} WHERE id = ?", (*args, hook_id))  # noqa: S608
+            except sqlite3.IntegrityError as exc:
+                if is_unique_violation(exc):
+                    raise Conflict(f"a hook named {changes.get('name')!r} already exists") from None
+                raise
+            after = hook_from_row(
+                c.execute(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE id = ?", (hook_id,)).fetchone()  # noqa: S608
+            )
+            if before.enabled and not after.enabled:
+                # Parked: pending deliveries wait, without using attempts, until re-enabled.
+                c.execute(
+                    "UPDATE deliveries SET next_attempt_at = ? WHERE hook_id = ? AND status = 'pending'",
+                    (PARKED_AT, hook_id),
+                )
+            elif after.enabled and not before.enabled:
+                c.execute(
+                    "UPDATE deliveries SET next_attempt_at = ? WHERE hook_id = ? AND status = 'pending'"
+                    " AND next_attempt_at >= ?",
+                    (now, hook_id, PARKED_AT),
+                )
+            return before, after
+
+        return await self.db.write(op)
+
+    async def delete_hook(self, tenant_id: str, hook_id: str, now: float) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            cur = c.execute("DELETE FROM hooks WHERE tenant_id = ? AND id = ?", (tenant_id, hook_id))
+            if cur.rowcount == 0:
+                raise NotFound(f"hook {hook_id!r} not found")
+            c.execute(
+                "UPDATE deliveries SET status = 'cancelled', next_attempt_at = NULL, lease_owner = NULL,"
+                " last_error = 'hook deleted', updated_at = ? WHERE hook_id = ? AND status = 'pending'",
+                (now, hook_id),
+            )
+
+        await self.db.write(op)
+
+    async def hook_materials(self, tenant_id: str) -> list[HookMaterial]:
+        """Every hook of a tenant with its (encrypted) secrets and signing secrets."""
+
+        def op(c: sqlite3.Connection) -> list[HookMaterial]:
+            hooks = [
+                hook_from_row(r)
+                for r in c.execute(
+                    f'SELECT {HOOK_COLUMNS} FROM hooks WHERE tenant_id = ? ORDER BY "order", created_at, id',  # noqa: S608
+                    (tenant_id,),
+                )
+            ]
+            out = []
+            for hook in hooks:
+                secrets = dict(
+                    c.execute(
+                        "SELECT name, value FROM hook_secrets WHERE hook_id = ? ORDER BY name", (hook.id,)
+                    )
+                )
+                signing = [
+                    SigningSecret(value=r[0], created_at=r[1], expires_at=r[2])
+                    for r in c.execute(
+                        "SELECT value, created_at, expires_at FROM signing_secrets WHERE hook_id = ?"
+                        " ORDER BY id DESC",
+                        (hook.id,),
+                    )
+                ]
+                out.append(HookMaterial(hook=hook, secrets=secrets, signing=signing))
+            return out
+
+        return await self.db.read(op)
+
+    # -- hook secrets ----------------------------------------------------------------------
+
+    async def secret_names(self, tenant_id: str, hook_id: str) -> list[str]:
+        def op(c: sqlite3.Connection) -> list[str]:
+            require_hook(c, tenant_id, hook_id)
+            rows = c.execute("SELECT name FROM hook_secrets WHERE hook_id = ? ORDER BY name", (hook_id,))
+            return [r[0] for r in rows]
+
+        return await self.db.read(op)
+
+    async def add_secrets(self, tenant_id: str, hook_id: str, values: Mapping[str, str], now: float) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            require_hook(c, tenant_id, hook_id)
+            existing = {r[0].lower() for r in secret_rows(c, hook_id)}
+            clash = sorted(n for n in values if n.lower() in existing)
+            if clash:
+                raise Conflict(f"secret {clash[0]!r} already exists")
+            if len(existing) + len(values) > MAX_SECRETS_PER_HOOK:
+                raise BadRequest(f"a hook can have at most {MAX_SECRETS_PER_HOOK} secrets")
+            c.executemany(
+                "INSERT INTO hook_secrets (hook_id, name, value, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(hook_id, n, v, now, now) for n, v in values.items()],
+            )
+            c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
+
+        await self.db.write(op)
+
+    async def update_secrets(
+        self, tenant_id: str, hook_id: str, values: Mapping[str, str], now: float
+    ) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            require_hook(c, tenant_id, hook_id)
+            existing = {r[0] for r in secret_rows(c, hook_id)}
+            missing = sorted(n for n in values if n not in existing)
+            if missing:
+                raise NotFound(f"secret {missing[0]!r} not found")
+            c.executemany(
+                "UPDATE hook_secrets SET value = ?, updated_at = ? WHERE hook_id = ? AND name = ?",
+                [(v, now, hook_id, n) for n, v in values.items()],
+            )
+            c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
+
+        await self.db.write(op)
+
+    async def delete_secrets(self, tenant_id: str, hook_id: str, names: Sequence[str], now: float) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            require_hook(c, tenant_id, hook_id)
+            existing = {r[0] for r in secret_rows(c, hook_id)}
+            missing = sorted(n for n in names if n not in existing)
+            if missing:
+                raise NotFound(f"secret {missing[0]!r} not found")
+            c.executemany(
+                "DELETE FROM hook_secrets WHERE hook_id = ? AND name = ?", [(hook_id, n) for n in names]
+            )
+            c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
+
+        await self.db.write(op)
+
+    # -- signing secrets -------------------------------------------------------------------
+
+    async def signing_secrets(self, tenant_id: str, hook_id: str, now: float) -> list[SigningSecret]:
+        """Valid signing secrets, newest first (expired ones are left out)."""
+
+        def op(c: sqlite3.Connection) -> list[SigningSecret]:
+            require_hook(c, tenant_id, hook_id)
+            return [
+                SigningSecret(value=r[0], created_at=r[1], expires_at=r[2])
+                for r in c.execute(
+                    "SELECT value, created_at, expires_at FROM signing_secrets WHERE hook_id = ?"
+                    " AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
+                    (hook_id, now),
+                )
+            ]
+
+        return await self.db.read(op)
+
+    async def rotate_signing_secret(
+        self, tenant_id: str, hook_id: str, new_value: str, *, grace_until: float, now: float
+    ) -> None:
+        def op(c: sqlite3.Connection) -> None:
+            require_hook(c, tenant_id, hook_id)
+            c.execute(
+                "UPDATE signing_secrets SET expires_at = ? WHERE hook_id = ? AND expires_at IS NULL",
+                (grace_until, hook_id),
+            )
+            c.execute("DELETE FROM signing_secrets WHERE hook_id = ? AND expires_at <= ?", (hook_id, now))
+            c.execute(
+                "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at) VALUES (?, ?, ?, NULL)",
+                (hook_id, new_value, now),
+            )
+            c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
+
+        await self.db.write(op)
