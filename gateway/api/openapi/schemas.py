@@ -1,0 +1,564 @@
+"""The components' schemas: hooks, secrets, tenants, deliveries, events, envelopes."""
+
+from __future__ import annotations
+
+from ... import points
+from ...store.models import MAX_SECRETS_PER_HOOK
+from .. import deliveries, hooks, secrets, signing_secrets, tenants
+from .common import (
+    BLOCKING,
+    HOOK_NAME_PATTERN,
+    SECRET_NAME_PATTERN,
+    TENANT_ID_PATTERN,
+    Schema,
+    nullable,
+    obj,
+    schema,
+    timestamp,
+)
+
+# --- schemas ------------------------------------------------------------------------------
+
+
+def _hook_fields() -> dict[str, Schema]:
+    """The writable fields of a hook, with the limits `api/hooks.py` enforces."""
+    return {
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": hooks.NAME_MAX,
+            "pattern": HOOK_NAME_PATTERN,
+            "description": "Unique per tenant.",
+        },
+        "url": {
+            "type": "string",
+            "format": "uri",
+            "minLength": 1,
+            "maxLength": hooks.URL_MAX,
+            "description": "The receiver: `https` (plain `http` only where the operator allows it), no "
+            "user-info. A literal refused address (loopback, private, link-local, ...) "
+            "is `400`; hostnames are checked at delivery time.",
+        },
+        "enabled": {"type": "boolean", "default": False},
+        "order": {
+            "type": "integer",
+            "minimum": -1_000_000,
+            "maximum": 1_000_000,
+            "default": 0,
+            "description": "Hooks of one blocking point run in ascending order.",
+        },
+        "timeoutMs": {
+            "type": "integer",
+            "minimum": hooks.TIMEOUT_MS_MIN,
+            "maximum": hooks.TIMEOUT_MS_MAX,
+            "description": "Per-attempt timeout (default: [sync] default_timeout for blocking "
+            "points, [delivery] timeout for the others).",
+        },
+        "failurePolicy": {
+            "type": "string",
+            "enum": list(hooks.FAILURE_POLICIES),
+            "default": "fail",
+            "description": "Blocking points only: `fail` answers a ServerError, `skip` goes on "
+            "as if the hook were absent.",
+        },
+        "maxConcurrency": {
+            "type": "integer",
+            "minimum": 1,
+            "maximum": hooks.MAX_CONCURRENCY_MAX,
+            "description": "Concurrent requests to this hook (default [delivery] default_max_concurrency).",
+        },
+        "rateLimitPerSecond": nullable(
+            "number",
+            minimum=0.01,
+            maximum=hooks.RATE_MAX,
+            default=None,
+            description="Optional cap on requests per second.",
+        ),
+        "format": {
+            "type": "string",
+            "enum": list(hooks.FORMATS),
+            "default": "auth0",
+            "description": "`auth0`: the point's body unchanged; `standard`: Standard Webhooks' "
+            "`{type, timestamp, data}` envelope.",
+        },
+    }
+
+
+def _hook_schemas() -> dict[str, Schema]:
+    fields = _hook_fields()
+    trigger = {"type": "string", "enum": list(points.TRIGGER_IDS)}
+    hook = obj(
+        {
+            "id": {"type": "string", "examples": ["hk_01m8rdsa9fcprd95nqrsay34n5"]},
+            "triggerId": trigger,
+            **fields,
+            "disabledReason": nullable(
+                "string",
+                description="Why the gateway disabled the hook (e.g. the "
+                "receiver answered 410 Gone); cleared on enable.",
+            ),
+            "createdAt": timestamp("When the hook was created."),
+            "updatedAt": timestamp("When the hook last changed."),
+        },
+        sorted(hooks.HOOK_FIELDS),
+        description="With `fields`, only the chosen fields (or all but them).",
+    )
+    create = obj({"triggerId": trigger, **fields}, ["name", "triggerId", "url"])
+    update = obj(
+        {
+            **fields,
+            "triggerId": {**trigger, "description": "Accepted only when unchanged (`400` otherwise)."},
+            "id": {"type": "string", "description": "Accepted only when unchanged (`400` otherwise)."},
+        },
+        minProperties=0,
+    )
+    return {
+        "TriggerId": trigger,
+        "Hook": hook,
+        "HookCreate": create,
+        "HookUpdate": update,
+        "HookPage": obj(
+            {
+                "start": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "total": {"type": "integer"},
+                "hooks": {"type": "array", "items": schema("Hook")},
+            },
+            ["start", "limit", "total", "hooks"],
+        ),
+    }
+
+
+def _secret_schemas() -> dict[str, Schema]:
+    name = {"type": "string", "maxLength": secrets.NAME_MAX, "pattern": SECRET_NAME_PATTERN}
+    return {
+        "SecretValues": {
+            "type": "object",
+            "minProperties": 1,
+            "maxProperties": MAX_SECRETS_PER_HOOK,
+            "propertyNames": name,
+            "additionalProperties": {"type": "string", "minLength": 1, "maxLength": secrets.VALUE_MAX},
+            "description": "Secret names (HTTP header tokens; reserved headers such as Host, "
+            "Content-Type, webhook-* are refused) to values. `auth0-extension-secret` is "
+            "sent as `Authorization: Bearer <value>`, any other as a header of its name.",
+            "examples": [{"auth0-extension-secret": "s3cr3t", "X-Api-Key": "abc123"}],
+        },
+        "SecretNames": {
+            "type": "object",
+            "propertyNames": name,
+            "additionalProperties": {"const": secrets.MASK},
+            "description": "Values are never shown.",
+            "examples": [{"auth0-extension-secret": secrets.MASK}],
+        },
+        "SecretNameList": {"type": "array", "minItems": 1, "items": {"type": "string"}},
+        "SigningSecret": obj(
+            {
+                "secret": {
+                    "type": "string",
+                    "pattern": "^whsec_",
+                    "description": "The Standard Webhooks key that signs every request.",
+                },
+                "createdAt": timestamp("When this secret was made."),
+                "previous": {
+                    "type": "array",
+                    "description": "Older secrets still signing during their grace period.",
+                    "items": obj(
+                        {
+                            "createdAt": timestamp("When it was made."),
+                            "expiresAt": timestamp("When it stops signing."),
+                        },
+                        ["createdAt", "expiresAt"],
+                    ),
+                },
+            },
+            ["secret", "createdAt", "previous"],
+        ),
+        "SigningSecretRotate": obj(
+            {
+                "gracePeriodSeconds": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": signing_secrets.MAX_GRACE_S,
+                    "description": "How long the old secret keeps signing (default [delivery] "
+                    "signing_grace, 24 h).",
+                }
+            },
+        ),
+    }
+
+
+def _tenant_schemas() -> dict[str, Schema]:
+    writable: dict[str, Schema] = {
+        "name": {"type": "string", "minLength": 1, "maxLength": 256},
+        "allowedCidrs": {
+            "type": "array",
+            "items": {"type": "string", "examples": ["203.0.113.0/24"]},
+            "description": "When not empty, the tenant's Management API answers only callers "
+            "from these networks (`403` otherwise).",
+        },
+        "deadlines": {
+            "type": "object",
+            "propertyNames": {"enum": list(BLOCKING)},
+            "additionalProperties": {"type": "integer", "minimum": 100, "maximum": tenants.MAX_DEADLINE_MS},
+            "description": "Per blocking point, the invocation deadline in milliseconds.",
+        },
+        "maxInFlight": nullable(
+            "integer",
+            minimum=1,
+            maximum=100_000,
+            description="Blocking invocations in flight at once (default [sync] max_in_flight).",
+        ),
+    }
+    tenant_id = {"type": "string", "pattern": TENANT_ID_PATTERN}
+    return {
+        "Tenant": obj(
+            {
+                "id": tenant_id,
+                **writable,
+                "createdAt": timestamp("When it was created."),
+                "updatedAt": timestamp("When it last changed."),
+            },
+            ["id", "name", "allowedCidrs", "deadlines", "maxInFlight", "createdAt", "updatedAt"],
+        ),
+        "TenantCreate": obj({"id": tenant_id, **writable}, ["id"]),
+        "TenantUpdate": obj(
+            {"id": {**tenant_id, "description": "Accepted only when unchanged."}, **writable}
+        ),
+        "TenantPage": obj(
+            {
+                "start": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "total": {"type": "integer"},
+                "tenants": {"type": "array", "items": schema("Tenant")},
+            },
+            ["start", "limit", "total", "tenants"],
+        ),
+    }
+
+
+def _delivery_schemas() -> dict[str, Schema]:
+    delivery_props: dict[str, Schema] = {
+        "id": {"type": "string"},
+        "eventId": {"type": "string"},
+        "hookId": {"type": "string"},
+        "triggerId": schema("TriggerId"),
+        "kind": {
+            "type": "string",
+            "enum": ["async", "sync"],
+            "description": "`sync`: a record of a blocking invocation.",
+        },
+        "status": {"type": "string", "enum": list(deliveries.STATUSES)},
+        "attemptCount": {"type": "integer", "minimum": 0},
+        "nextAttemptAt": nullable(
+            "string",
+            format="date-time",
+            description="When the next attempt is due (pending deliveries only).",
+        ),
+        "lastError": nullable("string"),
+        "createdAt": timestamp("When the event was stored."),
+        "updatedAt": timestamp("When the delivery last changed."),
+    }
+    attempt = obj(
+        {
+            "number": {"type": "integer", "minimum": 1},
+            "startedAt": timestamp("When the request was sent."),
+            "durationMs": {"type": "number"},
+            "statusCode": nullable(
+                "integer", description="None when no answer came (refused, timeout, connection error)."
+            ),
+            "error": nullable(
+                "string",
+                description="Why the attempt failed, e.g. `destination refused: "
+                "127.0.0.1 (127.0.0.0/8)`, or the error of a `200` "
+                "error envelope.",
+            ),
+            "responseBody": nullable(
+                "string", maxLength=4096, description="The first 4 KiB of the answer, as text."
+            ),
+            "rateLimit": obj(
+                {
+                    "limit": nullable("integer"),
+                    "remaining": nullable("integer"),
+                    "reset": nullable("integer", description="Unix seconds."),
+                },
+                ["limit", "remaining", "reset"],
+                description="The receiver's X-RateLimit-* headers.",
+            ),
+            "retryAfter": nullable("number", description="The receiver's Retry-After, as unix seconds."),
+        },
+        [
+            "number",
+            "startedAt",
+            "durationMs",
+            "statusCode",
+            "error",
+            "responseBody",
+            "rateLimit",
+            "retryAfter",
+        ],
+    )
+    return {
+        "Delivery": obj(delivery_props, list(delivery_props)),
+        "DeliveryWithAttempts": obj(
+            {**delivery_props, "attempts": {"type": "array", "items": schema("Attempt")}},
+            [*delivery_props, "attempts"],
+        ),
+        "Attempt": attempt,
+        "DeliveryPage": obj(
+            {
+                "start": {"type": "integer"},
+                "limit": {"type": "integer"},
+                "total": {"type": "integer"},
+                "deliveries": {"type": "array", "items": schema("Delivery")},
+            },
+            ["start", "limit", "total", "deliveries"],
+        ),
+        "Replay": obj(
+            {
+                "since": schema("Time"),
+                "until": {**schema("Time"), "description": "Default: now."},
+                "status": {
+                    "oneOf": [
+                        {"type": "string", "enum": list(deliveries.STATUSES)},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string", "enum": list(deliveries.STATUSES)},
+                        },
+                    ],
+                    "default": ["failed"],
+                },
+            },
+            ["since"],
+        ),
+        "ReplayResult": obj(
+            {
+                "count": {"type": "integer"},
+                "deliveries": {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "description": "The ids of the new deliveries.",
+                },
+            },
+            ["count", "deliveries"],
+        ),
+        "Time": {
+            "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "ISO 8601 (`2026-12-01T10:00:00Z`) or unix seconds.",
+        },
+    }
+
+
+def _event_schemas() -> dict[str, Schema]:
+    """What the auth server sends; only the fields the gateway requires are listed as required."""
+    any_obj: Schema = {"type": "object"}
+    return {
+        "CredentialsExchangeEvent": obj(
+            {
+                "audience": {"type": "string"},
+                "client": obj(
+                    {
+                        "id": {"type": "string"},
+                        "name": {"type": "string"},
+                        "tenant": {"type": "string"},
+                        "metadata": any_obj,
+                    },
+                    ["id"],
+                    extra=True,
+                ),
+                "scope": {"type": "array", "items": {"type": "string"}},
+                "context": any_obj,
+            },
+            ["audience", "client", "scope"],
+            extra=True,
+            examples=[points.sample_event(points.CREDENTIALS_EXCHANGE)],
+        ),
+        "PreUserRegistrationEvent": obj(
+            {
+                "user": obj(
+                    {
+                        "tenant": {"type": "string"},
+                        "username": nullable("string"),
+                        "email": nullable("string"),
+                        "emailVerified": {"type": "boolean"},
+                        "phoneNumber": nullable("string"),
+                        "phoneNumberVerified": {"type": "boolean"},
+                        "user_metadata": any_obj,
+                        "app_metadata": any_obj,
+                    },
+                    extra=True,
+                    description="One of `email`, `username`, `phoneNumber` is required.",
+                ),
+                "context": any_obj,
+            },
+            ["user", "context"],
+            extra=True,
+            examples=[points.sample_event(points.PRE_USER_REGISTRATION)],
+        ),
+        "SendPhoneMessageEvent": obj(
+            {
+                "recipient": {"type": "string"},
+                "text": {"type": "string"},
+                "context": obj(
+                    {
+                        "message_type": {"enum": ["sms", "voice"]},
+                        "action": {"enum": ["enrollment", "second-factor-authentication"]},
+                    },
+                    ["message_type", "action"],
+                    extra=True,
+                ),
+            },
+            ["recipient", "text", "context"],
+            extra=True,
+            examples=[points.sample_event(points.SEND_PHONE_MESSAGE)],
+        ),
+        "PostUserRegistrationEvent": obj(
+            {"user": obj({"id": {"type": "string"}}, ["id"], extra=True), "context": any_obj},
+            ["user"],
+            extra=True,
+            examples=[points.sample_event(points.POST_USER_REGISTRATION)],
+        ),
+        "PostChangePasswordEvent": obj(
+            {"user": obj({"id": {"type": "string"}}, ["id"], extra=True), "context": any_obj},
+            ["user"],
+            extra=True,
+            examples=[points.sample_event(points.POST_CHANGE_PASSWORD)],
+        ),
+    }
+
+
+def _envelope_schemas() -> dict[str, Schema]:
+    error_data = obj(
+        {"name": {"type": "string"}, "message": {"type": "string"}, "friendlyMessage": {"type": "string"}},
+        ["name", "message"],
+    )
+    return {
+        "SuccessEnvelope": obj(
+            {"status": {"const": "success"}, "data": {"type": "object"}}, ["status", "data"]
+        ),
+        "ErrorEnvelope": obj(
+            {"status": {"const": "error"}, "data": error_data},
+            ["status", "data"],
+            description="`ServerError` names the failed hook; `InvalidScopeError`, "
+            "`InvalidRequestError`, `PreUserRegistrationError` and "
+            "`SendPhoneMessageError` pass through from the receiver.",
+        ),
+        "CredentialsExchangeAnswer": obj(
+            {
+                "status": {"const": "success"},
+                "data": obj(
+                    {"scope": {"type": "array", "items": {"type": "string"}}},
+                    ["scope"],
+                    extra=True,
+                    description="Plus namespaced custom claims (http(s) URL names).",
+                ),
+            },
+            ["status", "data"],
+        ),
+        "PreUserRegistrationAnswer": obj(
+            {
+                "status": {"const": "success"},
+                "data": obj(
+                    {
+                        "user": obj(
+                            {"user_metadata": {"type": "object"}, "app_metadata": {"type": "object"}},
+                            ["user_metadata", "app_metadata"],
+                        )
+                    },
+                    ["user"],
+                ),
+            },
+            ["status", "data"],
+        ),
+        "Accepted": obj(
+            {
+                "eventId": {"type": "string"},
+                "deliveries": {
+                    "type": "array",
+                    "items": obj(
+                        {"hookId": {"type": "string"}, "deliveryId": {"type": "string"}},
+                        ["hookId", "deliveryId"],
+                    ),
+                },
+            },
+            ["eventId", "deliveries"],
+        ),
+        "TestResult": obj(
+            {
+                "hookId": {"type": "string"},
+                "triggerId": schema("TriggerId"),
+                "request": {"type": "object", "description": "The event that was sent."},
+                "statusCode": nullable("integer"),
+                "durationMs": {"type": "number"},
+                "error": nullable("string"),
+                "responseBody": nullable("string", maxLength=4096),
+                "answer": {
+                    "oneOf": [schema("SuccessEnvelope"), schema("ErrorEnvelope"), {"type": "null"}],
+                    "description": "The receiver's answer as the gateway read it.",
+                },
+            },
+            ["hookId", "triggerId", "request", "statusCode", "durationMs", "error", "responseBody", "answer"],
+        ),
+        "TestRequest": obj(
+            {"event": {"type": "object", "description": "Default: a sample event of the point."}}
+        ),
+    }
+
+
+def _other_schemas() -> dict[str, Schema]:
+    return {
+        "Error": obj(
+            {"statusCode": {"type": "integer"}, "error": {"type": "string"}, "message": {"type": "string"}},
+            ["statusCode", "error", "message"],
+            examples=[{"statusCode": 404, "error": "Not Found", "message": "hook not found"}],
+        ),
+        "IpRanges": obj(
+            {
+                "last_updated_at": {"type": "string"},
+                "regions": {
+                    "type": "object",
+                    "additionalProperties": obj(
+                        {
+                            "ipv4_cidrs": {"type": "array", "items": {"type": "string"}},
+                            "ipv6_cidrs": {"type": "array", "items": {"type": "string"}},
+                        },
+                        ["ipv4_cidrs", "ipv6_cidrs"],
+                    ),
+                },
+                "changelog": {
+                    "type": "array",
+                    "items": obj(
+                        {
+                            "date": {"type": "string"},
+                            "change": {"type": "string"},
+                            "regions": {"type": "array", "items": {"type": "string"}},
+                        },
+                        extra=True,
+                    ),
+                },
+            },
+            ["last_updated_at", "regions", "changelog"],
+            examples=[
+                {
+                    "last_updated_at": "2026-12-01T00:00:00Z",
+                    "regions": {"us": {"ipv4_cidrs": ["203.0.113.10/32"], "ipv6_cidrs": []}},
+                    "changelog": [
+                        {"date": "2026-12-01T00:00:00Z", "change": "current egress ranges", "regions": ["us"]}
+                    ],
+                }
+            ],
+        ),
+        "Status": obj({"status": {"type": "string"}}, ["status"]),
+    }
+
+
+def components() -> dict[str, Schema]:
+    return {
+        **_hook_schemas(),
+        **_secret_schemas(),
+        **_tenant_schemas(),
+        **_delivery_schemas(),
+        **_event_schemas(),
+        **_envelope_schemas(),
+        **_other_schemas(),
+    }
