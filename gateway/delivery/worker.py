@@ -33,6 +33,7 @@ from .throttle import HookLimits, Pauses, destination
 
 log = logging.getLogger("gateway.delivery")
 
+CLAIM_TRICKLE_S = 0.005  # after a claim that took only a few: wait this long before the next
 CAP_RETRY_S = 0.5  # a hook at its concurrency cap with a full queue: look again this much later
 CLAIM_ERROR_PAUSE_S = 1.0  # the store failed a claim: wait this long before the next one
 ANSWER_MAX_BYTES = MAX_SYNC_BODY_BYTES  # a larger answer is a failed attempt; 4 KiB of it is kept
@@ -139,6 +140,10 @@ class DeliveryEngine:
             for item in claimed:
                 self._dispatch(item, mine)
             if claimed:
+                if len(claimed) < low_water:
+                    # A trickle (events arriving one by one): let a few more come due, so that
+                    # one claim takes several instead of one transaction per event.
+                    await asyncio.sleep(CLAIM_TRICKLE_S)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), timeout=self.cfg.poll_interval)
