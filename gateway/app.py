@@ -4,7 +4,6 @@ database, the outbound client session and the delivery workers."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,10 +23,6 @@ from .settings import Settings
 from .store import open_store
 from .store.base import Store
 from .web import json_response
-
-log = logging.getLogger("gateway.app")
-
-Hook = Callable[[web.Application], Any]
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -55,11 +50,11 @@ def create_app(
     *,
     clock: Callable[[], float] = time.time,
     store: Store | None = None,
-    extra_contexts: list[Callable[[web.Application], AsyncIterator[None]]] | None = None,
     **seams: Any,
 ) -> web.Application:
-    """The gateway as an aiohttp application. `seams` are passed to the parts that take them
-    (`resolver=` for the egress guard, `sleep=` for retries)."""
+    """The gateway as an aiohttp application. `seams` are passed to the parts that take them:
+    `resolver=` (the egress guard's DNS), `sleep=` (retries of blocking points), `rng=` (retry
+    jitter), `start_workers=False` (no delivery workers)."""
     cipher = cipher_from_settings(settings)
     svc = Services.build(settings, store or open_store(settings), cipher, clock=clock)
     svc.extras.update(seams)
@@ -98,8 +93,6 @@ def create_app(
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(delivery.client_context)
     app.cleanup_ctx.append(invoker)
-    for ctx in extra_contexts or []:
-        app.cleanup_ctx.append(ctx)
     app.cleanup_ctx.append(delivery.workers_context)
 
     app.router.add_get("/healthz", healthz, allow_head=False)
