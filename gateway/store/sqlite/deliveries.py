@@ -25,6 +25,7 @@ from .rows import (
     attempt_values,
     delivery_by_id,
     delivery_from_row,
+    page,
     require_hook,
 )
 
@@ -279,16 +280,19 @@ class DeliveryQueries:
             if value is not None:
                 where.append(cond)
                 args.append(value)
-        clause = " AND ".join(where)
 
         def op(c: sqlite3.Connection) -> Page:
-            rows = c.execute(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {clause}"  # noqa: S608
-                " ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-            total = c.execute(f"SELECT COUNT(*) FROM deliveries WHERE {clause}", args).fetchone()[0]  # noqa: S608
-            return Page([delivery_from_row(r) for r in rows], total)
+            return page(
+                c,
+                columns=DELIVERY_COLUMNS,
+                table="deliveries",
+                where=where,
+                args=args,
+                order="created_at DESC, id DESC",
+                offset=offset,
+                limit=limit,
+                row=delivery_from_row,
+            )
 
         return await self.db.read(op)
 

@@ -19,8 +19,10 @@ from ..models import (
 from .rows import (
     HOOK_COLUMNS,
     HOOK_FIELD_COLUMNS,
+    existing_secrets,
     hook_from_row,
     is_unique_violation,
+    page,
     require_hook,
     secret_rows,
 )
@@ -106,16 +108,19 @@ class HookQueries:
         if trigger_id is not None:
             where.append("trigger_id = ?")
             args.append(trigger_id)
-        clause = " AND ".join(where)
 
         def op(c: sqlite3.Connection) -> Page:
-            rows = c.execute(
-                f'SELECT {HOOK_COLUMNS} FROM hooks WHERE {clause} ORDER BY "order", created_at, id'  # noqa: S608
-                " LIMIT ? OFFSET ?",
-                (*args, limit, offset),
-            ).fetchall()
-            total = c.execute(f"SELECT COUNT(*) FROM hooks WHERE {clause}", args).fetchone()[0]  # noqa: S608
-            return Page([hook_from_row(r) for r in rows], total)
+            return page(
+                c,
+                columns=HOOK_COLUMNS,
+                table="hooks",
+                where=where,
+                args=args,
+                order='"order", created_at, id',
+                offset=offset,
+                limit=limit,
+                row=hook_from_row,
+            )
 
         return await self.db.read(op)
 
@@ -255,10 +260,7 @@ class HookQueries:
     ) -> None:
         def op(c: sqlite3.Connection) -> None:
             require_hook(c, tenant_id, hook_id)
-            existing = {r[0] for r in secret_rows(c, hook_id)}
-            missing = sorted(n for n in values if n not in existing)
-            if missing:
-                raise NotFound(f"secret {missing[0]!r} not found")
+            existing_secrets(c, hook_id, values)
             c.executemany(
                 "UPDATE hook_secrets SET value = ?, updated_at = ? WHERE hook_id = ? AND name = ?",
                 [(v, now, hook_id, n) for n, v in values.items()],
@@ -270,10 +272,7 @@ class HookQueries:
     async def delete_secrets(self, tenant_id: str, hook_id: str, names: Sequence[str], now: float) -> None:
         def op(c: sqlite3.Connection) -> None:
             require_hook(c, tenant_id, hook_id)
-            existing = {r[0] for r in secret_rows(c, hook_id)}
-            missing = sorted(n for n in names if n not in existing)
-            if missing:
-                raise NotFound(f"secret {missing[0]!r} not found")
+            existing_secrets(c, hook_id, names)
             c.executemany(
                 "DELETE FROM hook_secrets WHERE hook_id = ? AND name = ?", [(hook_id, n) for n in names]
             )

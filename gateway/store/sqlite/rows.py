@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...errors import NotFound
@@ -12,9 +12,11 @@ from ..models import (
     Attempt,
     Delivery,
     Hook,
+    Page,
     Tenant,
 )
 
+TENANT_COLUMNS = "id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at"
 HOOK_COLUMNS = (
     'id, tenant_id, name, trigger_id, url, enabled, "order", timeout_ms, failure_policy, '
     "max_concurrency, rate_limit_per_second, format, disabled_reason, created_at, updated_at"
@@ -116,3 +118,34 @@ def secret_rows(c: sqlite3.Connection, hook_id: str) -> list[tuple[str]]:
 def delivery_by_id(c: sqlite3.Connection, delivery_id: str) -> Delivery:
     row = c.execute(f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?", (delivery_id,)).fetchone()  # noqa: S608
     return delivery_from_row(row)
+
+
+def page(
+    c: sqlite3.Connection,
+    *,
+    columns: str,
+    table: str,
+    where: Sequence[str],
+    args: Sequence[Any],
+    order: str,
+    offset: int,
+    limit: int,
+    row: Callable[[Sequence[Any]], Any],
+) -> Page:
+    """One page of `table` and the total count, under the same conditions. Every name passed
+    in is one of the store's own (tables, columns, conditions); values go in `args`."""
+    clause = " AND ".join(where) if where else "1"
+    rows = c.execute(
+        f"SELECT {columns} FROM {table} WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",  # noqa: S608
+        (*args, limit, offset),
+    ).fetchall()
+    total = c.execute(f"SELECT COUNT(*) FROM {table} WHERE {clause}", tuple(args)).fetchone()[0]  # noqa: S608
+    return Page([row(r) for r in rows], int(total))
+
+
+def existing_secrets(c: sqlite3.Connection, hook_id: str, names: Iterable[str]) -> None:
+    """`NotFound` naming the first of `names` the hook has no secret of."""
+    existing = {r[0] for r in secret_rows(c, hook_id)}
+    missing = sorted(n for n in names if n not in existing)
+    if missing:
+        raise NotFound(f"secret {missing[0]!r} not found")

@@ -14,7 +14,9 @@ from ..models import (
     Tenant,
 )
 from .rows import (
+    TENANT_COLUMNS,
     is_unique_violation,
+    page,
     tenant_from_row,
 )
 
@@ -53,8 +55,7 @@ class TenantQueries:
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         def op(c: sqlite3.Connection) -> Tenant | None:
             row = c.execute(
-                "SELECT id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at"
-                " FROM tenants WHERE id = ?",
+                f"SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?",  # noqa: S608
                 (tenant_id,),
             ).fetchone()
             return tenant_from_row(row) if row else None
@@ -63,13 +64,17 @@ class TenantQueries:
 
     async def list_tenants(self, *, offset: int, limit: int) -> Page:
         def op(c: sqlite3.Connection) -> Page:
-            rows = c.execute(
-                "SELECT id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at"
-                " FROM tenants ORDER BY id LIMIT ? OFFSET ?",
-                (limit, offset),
-            ).fetchall()
-            total = c.execute("SELECT COUNT(*) FROM tenants").fetchone()[0]
-            return Page([tenant_from_row(r) for r in rows], total)
+            return page(
+                c,
+                columns=TENANT_COLUMNS,
+                table="tenants",
+                where=(),
+                args=(),
+                order="id",
+                offset=offset,
+                limit=limit,
+                row=tenant_from_row,
+            )
 
         return await self.db.read(op)
 
@@ -98,8 +103,7 @@ class TenantQueries:
             if cur.rowcount == 0:
                 raise NotFound(f"tenant {tenant_id!r} not found")
             row = c.execute(
-                "SELECT id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at"
-                " FROM tenants WHERE id = ?",
+                f"SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?",  # noqa: S608
                 (tenant_id,),
             ).fetchone()
             return tenant_from_row(row)
