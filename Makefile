@@ -29,7 +29,7 @@ test: $(STAMP) node
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff check gateway tests bench examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
