@@ -22,14 +22,14 @@ from aiohttp import web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from . import ids, points
-from .delivery.attempt import AttemptResult, envelope_error, render_body, request_headers, send
+from .delivery.attempt import AttemptResult, error_note, render_body, request_headers, send
 from .egress import MAX_SYNC_BODY_BYTES
 from .errors import DeliveryFailure, TooManyRequests
 from .metrics import Metrics
 from .registry import LiveHook, TenantView
 from .settings import Settings
 from .store.base import Store
-from .store.models import Attempt, SyncRecord, SyncRow
+from .store.models import SyncRecord, SyncRow
 
 log = logging.getLogger("gateway.invoke")
 
@@ -121,18 +121,18 @@ class Invoker:
                 body = render_body(live.hook.format, trigger_id, chain.next_request(), self.clock())
             attempts: list[AttemptResult] = []
             reason = await self._call(live, delivery_id, body, deadline, attempts)
+            note: str | None = None  # for the last attempt, when it was answered 2xx
             if reason is None:
                 last = attempts[-1]
                 try:
                     answer = points.parse_receiver_answer(last.status_code or 0, last.content_type, last.body)
+                    # An answered error envelope (a deny, too) is kept in the attempt, as for async ones.
+                    note = error_note(answer)
                     chain.apply(answer, hook_name=live.hook.name)
-                except points.AnswerError as exc:
-                    reason = exc.message
+                except points.AnswerError as exc:  # answered, but malformed
+                    reason = note = exc.message
             status = "succeeded" if reason is None else "failed"
-            # An answered error envelope (a deny, too) is kept in the attempt, as for async ones.
-            records = [a.record(note=envelope_error(a.body) if a.ok else None) for a in attempts]
-            if reason is not None and attempts and attempts[-1].ok:  # answered, but malformed
-                records[-1] = _with_error(records[-1], reason)
+            records = [a.record() for a in attempts[:-1]] + [a.record(note=note) for a in attempts[-1:]]
             rows.append(SyncRow(delivery_id, live.hook.id, status, records, reason))
             if reason is not None:
                 if live.hook.failure_policy == "skip":
@@ -233,21 +233,6 @@ class Invoker:
         while self._flusher is not None and not self._flusher.done():
             self._flush_now.set()
             await asyncio.shield(self._flusher)
-
-
-def _with_error(a: Attempt, reason: str) -> Attempt:
-    return Attempt(
-        a.number,
-        a.started_at,
-        a.duration_ms,
-        a.status_code,
-        reason,
-        a.response_body,
-        a.rl_limit,
-        a.rl_remaining,
-        a.rl_reset,
-        a.retry_after,
-    )
 
 
 def _backoff(attempts_made: int, exc: BaseException | None) -> float:

@@ -88,14 +88,6 @@ def error_note(answer: points.Answer) -> str | None:
     return f"receiver answered an error: {answer.error_name}: {answer.error_message or ''}"[:1000]
 
 
-def envelope_error(body: bytes) -> str | None:
-    """For a 2xx answer: the error an Auth0 error envelope carries, if it is one."""
-    try:
-        return error_note(points.parse_receiver_answer(200, None, body))
-    except points.AnswerError:
-        return None
-
-
 async def send(
     session: aiohttp.ClientSession,
     url: str,
