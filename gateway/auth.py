@@ -42,12 +42,6 @@ class Principal:
         if scope not in self.scopes:
             raise Forbidden(f"insufficient scope: this call needs {scope!r}")
 
-    def tenant_id(self) -> str:
-        """The tenant this token is bound to; operator tokens have none."""
-        if self.tenant is None:
-            raise Forbidden("this token is not bound to a tenant (claim 'tenant')")
-        return self.tenant
-
 
 class TokenVerifier:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:

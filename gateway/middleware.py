@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .auth import Principal
 from .context import services
-from .errors import ApiError, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .errors import ApiError, Forbidden, TooManyRequests, Unauthorized
 from .peers import contains, networks, peer_address
 from .web import json_response
 
@@ -139,8 +139,3 @@ def tenant_of(request: web.Request, scope: str) -> str:
     if p.tenant is None:
         raise Forbidden("this call needs a token bound to a tenant (claim 'tenant')")
     return p.tenant
-
-
-def ensure_found(value: object, what: str) -> None:
-    if value is None:
-        raise NotFound(f"{what} not found")

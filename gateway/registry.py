@@ -62,16 +62,10 @@ class HookRegistry:
         self._views: dict[str, TenantView] = {}
         self._versions: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future[TenantView | None]] = {}
-        self._listeners: list[Callable[[str], None]] = []
-
-    def on_invalidate(self, listener: Callable[[str], None]) -> None:
-        self._listeners.append(listener)
 
     def invalidate(self, tenant_id: str) -> None:
         self._versions[tenant_id] = self._versions.get(tenant_id, 0) + 1
         self._views.pop(tenant_id, None)
-        for listener in self._listeners:
-            listener(tenant_id)
 
     async def view(self, tenant_id: str) -> TenantView | None:
         """The tenant's view, or None for an unknown tenant."""
