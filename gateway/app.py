@@ -1,5 +1,5 @@
 """`create_app(settings)`: routes, middlewares, and the cleanup contexts that own the
-database, the outbound client session and the delivery workers."""
+database, the outbound client and the delivery workers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from . import delivery, ingest, ipranges
@@ -22,6 +21,7 @@ from .peers import contains, peer_address
 from .settings import Settings
 from .store import open_store
 from .store.base import Store
+from .transport import Transport
 from .web import json_response
 
 
@@ -71,14 +71,14 @@ def create_app(
         await svc.store.close()
 
     async def invoker(app: web.Application) -> AsyncIterator[None]:
-        def session() -> aiohttp.ClientSession:
-            assert svc.session is not None, "the client session is closed"
-            return svc.session
+        def transport() -> Transport:
+            assert svc.transport is not None, "the outbound client is closed"
+            return svc.transport
 
         inv = Invoker(
             settings,
             svc.store,
-            session,
+            transport,
             clock=clock,
             sleep=seams.get("sleep", asyncio.sleep),
             allow_cidrs=svc.egress_allow,
@@ -91,7 +91,7 @@ def create_app(
     # Started in this order, closed in reverse: workers stop before the client, the client
     # before the database.
     app.cleanup_ctx.append(database)
-    app.cleanup_ctx.append(delivery.client_context)
+    app.cleanup_ctx.append(delivery.transport_context)
     app.cleanup_ctx.append(invoker)
     app.cleanup_ctx.append(delivery.workers_context)
 

@@ -19,7 +19,7 @@ from .settings import Settings
 from .store.base import Store
 
 if TYPE_CHECKING:
-    import aiohttp
+    from .transport import Transport
 
 
 Clock = Callable[[], float]
@@ -38,7 +38,7 @@ class Services:
     ingest_cidrs: tuple[IPNetwork, ...] = ()
     trusted_proxies: tuple[IPNetwork, ...] = ()
     egress_allow: tuple[IPNetwork, ...] = ()
-    session: aiohttp.ClientSession | None = None
+    transport: Transport | None = None
     metrics: Metrics = field(default_factory=Metrics)
     metrics_cidrs: tuple[IPNetwork, ...] = ()
     extras: dict[str, Any] = field(default_factory=dict)

@@ -2,13 +2,10 @@
 
 A hook URL is checked twice. `check_url` runs when a hook is created or updated and refuses
 what is plainly wrong (scheme, user-info, a literal refused address) without any DNS. At
-delivery time `make_connector` builds the aiohttp connector that checks every address a host
-resolves to and connects only to those checked addresses, so there is no check-then-connect
-race with DNS.
-
-A refusal raises `DestinationRefused` from inside the connector. aiohttp only wraps `OSError`s
-from name resolution, so the refusal reaches the caller of `session.post(...)` as-is; use
-`refusal_from` to find it in whatever exception the caller ends up holding.
+delivery time the outbound client (`gateway.transport`) resolves through `GuardedResolver`,
+which checks every address a host resolves to (literal addresses too) and raises
+`DestinationRefused` if any is refused; the client then connects only to those checked
+addresses, so there is no check-then-connect race with DNS.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from typing import NamedTuple
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.tracing import Trace
 from yarl import URL
 
 from gateway.errors import BadRequest, DestinationRefused
@@ -28,12 +24,9 @@ from gateway.errors import BadRequest, DestinationRefused
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Response limits, in one place.
+# Response limits, in one place (header limits: gateway/transport/connection.py).
 MAX_SYNC_BODY_BYTES = 256 * 1024  # longest answer read from a receiver; longer fails the attempt
 MAX_STORED_BODY_BYTES = 4 * 1024  # body kept with a delivery attempt
-MAX_LINE_SIZE = 8190  # bytes in the status line or one header line (ClientSession max_line_size)
-MAX_FIELD_SIZE = 8190  # bytes in one header field (ClientSession max_field_size)
-CONNECT_TIMEOUT_S = 5.0  # seconds to establish a TCP (and TLS) connection
 DNS_CACHE_TTL_S = 10  # seconds a checked DNS answer is reused
 
 
@@ -214,96 +207,3 @@ class GuardedResolver(AbstractResolver):
     async def close(self) -> None:
         if self._owns_inner:
             await self._inner.close()
-
-
-class GuardedConnector(aiohttp.TCPConnector):
-    """A TCPConnector that checks every address before connecting to it.
-
-    aiohttp never calls the resolver for a literal address in the URL (`http://127.0.0.1/`,
-    `http://[::ffff:a00:1]/`), so the resolver alone is not enough: this hook sees literal,
-    cached and freshly resolved addresses alike, just before the sockets are opened.
-    """
-
-    def __init__(
-        self,
-        *,
-        allow_cidrs: Sequence[IPNetwork],
-        resolver: AbstractResolver,
-        local_addr: tuple[str, int] | None,
-        limit: int,
-        limit_per_host: int,
-    ) -> None:
-        super().__init__(
-            resolver=resolver,
-            local_addr=local_addr,
-            use_dns_cache=True,
-            ttl_dns_cache=DNS_CACHE_TTL_S,  # a cached answer was checked when it was resolved
-            limit=limit,
-            limit_per_host=limit_per_host,
-            enable_cleanup_closed=False,
-        )
-        self._allow_cidrs = tuple(allow_cidrs)
-
-    async def _resolve_host(
-        self, host: str, port: int, traces: Sequence[Trace] | None = None
-    ) -> list[ResolveResult]:
-        results = await super()._resolve_host(host, port, traces=traces)
-        for result in results:
-            _check(result["host"], self._allow_cidrs)
-        return results
-
-
-def make_connector(
-    *,
-    allow_cidrs: Sequence[IPNetwork],
-    source_address: str | None = None,
-    resolver: AbstractResolver | None = None,
-    limit: int = 0,
-    limit_per_host: int = 0,
-) -> aiohttp.TCPConnector:
-    """The connector for all deliveries: guarded DNS, optional source address, no cleanup hacks."""
-    return GuardedConnector(
-        allow_cidrs=allow_cidrs,
-        resolver=GuardedResolver(allow_cidrs=allow_cidrs, inner=resolver),
-        local_addr=(source_address, 0) if source_address is not None else None,
-        limit=limit,
-        limit_per_host=limit_per_host,
-    )
-
-
-def refusal_from(exc: BaseException) -> DestinationRefused | None:
-    """Find the DestinationRefused behind `exc` (itself, a cause, a context or an os_error)."""
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        current = todo.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, DestinationRefused):
-            return current
-        todo += [current.__cause__, current.__context__]
-        if isinstance(current, aiohttp.ClientConnectorError):
-            todo.append(current.os_error)
-    return None
-
-
-async def read_capped(response: aiohttp.ClientResponse, limit: int) -> tuple[bytes, bool]:
-    """Read at most `limit` bytes of the body; return them and whether the body was longer.
-
-    A truncated response is closed, so the rest of the body is never downloaded.
-    """
-    length = response.content_length
-    if length is not None and length <= limit:  # the common case: one read of a known length
-        return await response.read(), False
-    body = bytearray()
-    while len(body) < limit:
-        chunk = await response.content.read(limit - len(body))
-        if not chunk:
-            return bytes(body), False
-        body += chunk
-    # One more byte tells a body of exactly `limit` bytes from a longer one.
-    truncated = bool(await response.content.read(1))
-    if truncated:
-        response.close()
-    return bytes(body), truncated

@@ -11,6 +11,9 @@
     │   ├── PayloadTooLarge   413   body over the configured limit
     │   └── TooManyRequests   429   own rate limit or in-flight cap (carries retry_after)
     ├── DestinationRefused          the egress guard refused an address (address, range)
+    ├── TransportError              an outbound request failed below HTTP (connect, protocol)
+    │   ├── ConnectTimeout          no connection within the connect timeout
+    │   └── AnswerTimeout           no complete answer within the request's timeout
     └── DeliveryFailure             one attempt to a receiver failed (reason, status, retry_after)
 
 Only `ApiError` reaches a client as-is; everything else is translated at one boundary.
@@ -109,6 +112,24 @@ class DestinationRefused(GatewayError):
         super().__init__(f"destination refused: {address} ({range_})")
         self.address = address
         self.range = range_
+
+
+class TransportError(GatewayError):
+    """An outbound request failed below HTTP: no connection, or an answer that is not HTTP.
+    `unsent` is true when the request cannot have reached the receiver's application."""
+
+    def __init__(self, message: str, *, unsent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.unsent = unsent
+
+
+class ConnectTimeout(TransportError):
+    """No connection (TCP and TLS) within the connect timeout."""
+
+
+class AnswerTimeout(TransportError):
+    """The receiver did not answer in full within the request's timeout."""
 
 
 class DeliveryFailure(GatewayError):

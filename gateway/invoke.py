@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
@@ -30,6 +29,7 @@ from .registry import LiveHook, TenantView
 from .settings import Settings
 from .store.base import Store
 from .store.models import SyncRecord, SyncRow
+from .transport import Transport
 
 log = logging.getLogger("gateway.invoke")
 
@@ -50,7 +50,7 @@ class Invoker:
         self,
         settings: Settings,
         store: Store,
-        session_getter: Callable[[], aiohttp.ClientSession],
+        transport_getter: Callable[[], Transport],
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -60,7 +60,7 @@ class Invoker:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.store = store
-        self._session = session_getter
+        self._transport = transport_getter
         self.clock = clock
         self.sleep = sleep
         self.allow_cidrs = allow_cidrs
@@ -188,12 +188,11 @@ class Invoker:
         hook_timeout = hook.timeout_ms / 1000.0
         now = self.clock()
         result = await send(
-            self._session(),
+            self._transport(),
             hook.url,
             body,
             request_headers(live, delivery_id, body, now),
             timeout_s=min(hook_timeout, left),
-            connect_timeout_s=self.settings.egress.connect_timeout,
             body_cap=MAX_SYNC_BODY_BYTES,
             allow_http=self.settings.egress.allow_http,
             allow_cidrs=self.allow_cidrs,

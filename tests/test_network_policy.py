@@ -22,7 +22,6 @@ from conftest import Gateway, Received, Receiver
 from fakes import FakeResolver
 
 from gateway import points
-from gateway.delivery.attempt import send
 from gateway.egress import MAX_STORED_BODY_BYTES, MAX_SYNC_BODY_BYTES
 from gateway.settings import Settings
 
@@ -385,43 +384,6 @@ async def test_connect_timeout_is_applied_before_the_hook_timeout(
     answer = await resp.json()
     assert answer["data"]["name"] == "ServerError"
     assert "timed out connecting after 0.2s" in answer["data"]["message"]
-
-
-class RecordingSession:
-    """Stands in for the ClientSession to see the options of one `post`; fails it at once."""
-
-    def __init__(self) -> None:
-        self.timeouts: list[aiohttp.ClientTimeout] = []
-        self.redirects: list[bool] = []
-
-    def post(self, url: str, **options: Any) -> Any:
-        self.timeouts.append(options["timeout"])
-        self.redirects.append(options["allow_redirects"])
-        raise aiohttp.ClientConnectionError("recorded")
-
-
-@pytest.mark.parametrize(("total", "connect", "expected_connect"), [(10.0, 5.0, 5.0), (0.5, 5.0, 0.5)])
-async def test_every_send_sets_connect_and_total_timeouts_and_no_redirects(
-    total: float, connect: float, expected_connect: float
-) -> None:
-    session = RecordingSession()
-
-    result = await send(
-        session,  # type: ignore[arg-type]
-        "https://hooks.example.com/x",
-        b"{}",
-        {},
-        timeout_s=total,
-        connect_timeout_s=connect,
-        body_cap=MAX_STORED_BODY_BYTES,
-        allow_http=False,
-        allow_cidrs=(),
-    )
-
-    (timeout,) = session.timeouts
-    assert timeout.total == total and timeout.connect == expected_connect
-    assert session.redirects == [False]
-    assert result.error is not None and result.error.startswith("connection failed")
 
 
 # --- who may call the gateway -------------------------------------------------------------

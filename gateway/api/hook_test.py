@@ -42,14 +42,13 @@ async def test_hook(request: web.Request) -> web.Response:
         event = points.sample_event(trigger)
     now = svc.clock()
     payload = render_body(live.hook.format, trigger, event, now)
-    assert svc.session is not None
+    assert svc.transport is not None
     result = await send(
-        svc.session,
+        svc.transport,
         live.hook.url,
         payload,
         request_headers(live, ids.new_id("test", now=now), payload, now),
         timeout_s=live.hook.timeout_ms / 1000.0,
-        connect_timeout_s=svc.settings.egress.connect_timeout,
         body_cap=MAX_SYNC_BODY_BYTES,
         allow_http=svc.settings.egress.allow_http,
         allow_cidrs=svc.egress_allow,

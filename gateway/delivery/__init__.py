@@ -4,47 +4,42 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from ..context import SERVICES
-from ..egress import MAX_FIELD_SIZE, MAX_LINE_SIZE, make_connector
+from ..transport import Transport
 from .worker import DeliveryEngine
 
 ENGINE: web.AppKey[DeliveryEngine] = web.AppKey("delivery_engine", DeliveryEngine)
 
 
-async def client_context(app: web.Application) -> AsyncIterator[None]:
-    """The one outbound `ClientSession` of the process, behind the egress guard."""
+async def transport_context(app: web.Application) -> AsyncIterator[None]:
+    """The one outbound client of the process, behind the egress guard. Seams: `resolver` (an
+    aiohttp `AbstractResolver`) and `ssl_context` (the CAs a test trusts)."""
     svc = app[SERVICES]
     egress = svc.settings.egress
-    connector = make_connector(
+    transport = Transport(
         allow_cidrs=svc.egress_allow,
-        source_address=egress.source_address,
         resolver=svc.extras.get("resolver"),
+        source_address=egress.source_address,
+        connect_timeout_s=egress.connect_timeout,
+        ssl_context=svc.extras.get("ssl_context"),
     )
-    session = aiohttp.ClientSession(
-        connector=connector,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        trust_env=False,
-        max_line_size=MAX_LINE_SIZE,
-        max_field_size=MAX_FIELD_SIZE,
-    )
-    svc.session = session
+    svc.transport = transport
     yield
-    svc.session = None
-    await session.close()
+    svc.transport = None
+    await transport.close()
 
 
 async def workers_context(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
 
-    def session() -> aiohttp.ClientSession:
-        assert svc.session is not None, "the client session is closed"
-        return svc.session
+    def transport() -> Transport:
+        assert svc.transport is not None, "the outbound client is closed"
+        return svc.transport
 
     engine = DeliveryEngine(
-        svc.settings, svc.store, svc.registry, session, clock=svc.clock,
+        svc.settings, svc.store, svc.registry, transport, clock=svc.clock,
         rng=svc.extras.get("rng"), allow_cidrs=svc.egress_allow, metrics=svc.metrics,
     )
     app[ENGINE] = engine
@@ -54,4 +49,4 @@ async def workers_context(app: web.Application) -> AsyncIterator[None]:
     await engine.stop(svc.settings.server.shutdown_timeout)
 
 
-__all__ = ["ENGINE", "DeliveryEngine", "client_context", "workers_context"]
+__all__ = ["ENGINE", "DeliveryEngine", "transport_context", "workers_context"]

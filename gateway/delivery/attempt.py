@@ -3,8 +3,6 @@ read a capped answer, and say what happened. Shared by durable and blocking deli
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -12,15 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-import yarl
-
 from .. import __version__, points
-from ..egress import MAX_STORED_BODY_BYTES, check_url, read_capped, refusal_from
-from ..errors import ApiError, DestinationRefused
+from ..egress import MAX_STORED_BODY_BYTES
+from ..errors import AnswerTimeout, ApiError, ConnectTimeout, DestinationRefused, TransportError
 from ..peers import Cidrs
 from ..registry import LiveHook
 from ..store.models import Attempt
+from ..transport import Target, Transport
 from .schedule import RateLimitInfo, parse_rate_limit, parse_retry_after
 
 USER_AGENT = f"hooks-gateway/{__version__}"
@@ -89,13 +85,12 @@ def error_note(answer: points.Answer) -> str | None:
 
 
 async def send(
-    session: aiohttp.ClientSession,
+    transport: Transport,
     url: str,
     body: bytes,
     headers: Mapping[str, str],
     *,
     timeout_s: float,
-    connect_timeout_s: float,
     body_cap: int,
     allow_http: bool,
     allow_cidrs: Any,
@@ -112,38 +107,29 @@ async def send(
     error: str | None = None
     try:
         cidrs = allow_cidrs if isinstance(allow_cidrs, Cidrs) else Cidrs(allow_cidrs)
-        target = _checked_url(url, allow_http, cidrs)
-        timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(connect_timeout_s, timeout_s))
-        post = session.post(target, data=body, headers=headers, timeout=timeout, allow_redirects=False)
-        async with post as resp:
-            status = resp.status
-            ctype = resp.headers.get("Content-Type")
-            now = clock()
-            rate_limit = parse_rate_limit(resp.headers, now)
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"), now)
-            data, truncated = await read_capped(resp, body_cap)
-            if not 200 <= status < 300:
-                error = f"receiver answered HTTP {status}"
-                if 300 <= status < 400:
-                    error += " (redirects are not followed)"
-            elif truncated:
-                error = f"answer larger than {body_cap} bytes"
+        target = Target.of(url, allow_http=allow_http, allow_cidrs=cidrs)
+        answer = await transport.post(target, body, headers, timeout_s=timeout_s, body_cap=body_cap)
+        status = answer.status
+        data = answer.body
+        answer_headers = answer.headers
+        ctype = answer_headers.get("content-type")
+        now = clock()
+        rate_limit = parse_rate_limit(answer_headers, now)
+        retry_after = parse_retry_after(answer_headers.get("retry-after"), now)
+        if not 200 <= status < 300:
+            error = f"receiver answered HTTP {status}"
+            if 300 <= status < 400:
+                error += " (redirects are not followed)"
+        elif answer.truncated:
+            error = f"answer larger than {body_cap} bytes"
     except ApiError as exc:  # the URL itself is refused by policy
         error = exc.message
     except DestinationRefused as exc:  # the guard refused every address before connecting
         error = str(exc)
-    except aiohttp.ConnectionTimeoutError:  # before TimeoutError: it is one
-        error = f"timed out connecting after {min(connect_timeout_s, timeout_s):g}s"
-    except TimeoutError:
-        error = f"timed out after {timeout_s:g}s"
-    except aiohttp.ClientError as exc:
-        refused = refusal_from(exc)
-        error = str(refused) if refused is not None else f"connection failed: {_describe(exc)}"
-    except asyncio.CancelledError:
-        raise
-    except OSError as exc:
-        refused = refusal_from(exc)
-        error = str(refused) if refused is not None else f"connection failed: {exc}"
+    except (ConnectTimeout, AnswerTimeout) as exc:
+        error = exc.message
+    except TransportError as exc:
+        error = f"connection failed: {exc.message}"
     duration_ms = (time.perf_counter() - t0) * 1000.0
     return AttemptResult(
         started_at=started,
@@ -157,14 +143,3 @@ async def send(
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def _checked_url(url: str, allow_http: bool, allow_cidrs: Cidrs) -> yarl.URL:
-    """The URL's static check (scheme, user-info, literal addresses) and its parse, once per URL:
-    hooks are called again and again at the same few URLs. A refusal raises and is not cached."""
-    check_url(url, allow_http=allow_http, allow_cidrs=allow_cidrs)
-    return yarl.URL(url)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text[:500]

@@ -68,7 +68,8 @@ def _int(value: str | None) -> int | None:
 
 
 def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimitInfo:
-    reset_raw = headers.get("X-RateLimit-Reset")
+    """`X-RateLimit-*` from headers whose names are in lower case (or looked up case-blind)."""
+    reset_raw = headers.get("x-ratelimit-reset")
     reset: float | None = None
     if reset_raw is not None:
         try:
@@ -78,8 +79,8 @@ def parse_rate_limit(headers: Mapping[str, str], now: float) -> RateLimitInfo:
         if value >= 0:
             reset = now + value if value < RESET_DELTA_MAX_S else value
     return RateLimitInfo(
-        limit=_int(headers.get("X-RateLimit-Limit")),
-        remaining=_int(headers.get("X-RateLimit-Remaining")),
+        limit=_int(headers.get("x-ratelimit-limit")),
+        remaining=_int(headers.get("x-ratelimit-remaining")),
         reset=reset,
     )
 

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
-
 from .. import points
 from ..egress import MAX_SYNC_BODY_BYTES
 from ..metrics import Metrics
@@ -27,6 +25,7 @@ from ..registry import HookRegistry, LiveHook
 from ..settings import Settings
 from ..store.base import Store
 from ..store.models import PARKED_AT, Claimed, Delivery, Outcome
+from ..transport import Transport
 from .attempt import AttemptResult, error_note, render_body, request_headers, send
 from .schedule import pause_until, wait_schedule_jitter
 from .throttle import HookLimits, Pauses, destination
@@ -45,7 +44,7 @@ class DeliveryEngine:
         settings: Settings,
         store: Store,
         registry: HookRegistry,
-        session_getter: Callable[[], aiohttp.ClientSession],
+        transport_getter: Callable[[], Transport],
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -56,7 +55,7 @@ class DeliveryEngine:
         self.store = store
         self.registry = registry
         self.metrics = metrics or Metrics()
-        self._session = session_getter
+        self._transport = transport_getter
         self.clock = clock
         self.cfg = settings.delivery
         self.wait = wait_schedule_jitter(self.cfg.retry_schedule, self.cfg.jitter, rng)
@@ -270,12 +269,11 @@ class DeliveryEngine:
         body = render_body(live.hook.format, item.delivery.trigger_id, item.body, now)
         headers = request_headers(live, item.delivery.id, body, now)
         return await send(
-            self._session(),
+            self._transport(),
             live.hook.url,
             body,
             headers,
             timeout_s=live.hook.timeout_ms / 1000.0,
-            connect_timeout_s=self.settings.egress.connect_timeout,
             body_cap=ANSWER_MAX_BYTES,
             allow_http=self.settings.egress.allow_http,
             allow_cidrs=self.allow_cidrs,

@@ -1,0 +1,252 @@
+"""One HTTP/1.1 connection to a receiver: write a request, parse its answer with httptools.
+
+A connection carries one request at a time. The answer's head and body are bounded (header
+lines, header bytes, body cap); a body past the cap is cut there and the connection closed,
+so the rest is never downloaded. A connection whose answer was complete and that both sides
+keep alive goes back to its pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
+
+import httptools
+
+from ..errors import AnswerTimeout, TransportError
+
+MAX_LINE_SIZE = 8190  # bytes in the status line or in one header line
+MAX_HEAD_BYTES = 64 * 1024  # bytes of the whole answer head (status line and headers)
+MAX_HEADERS = 128  # header lines in one answer
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: dict[str, str]  # names in lower case; a repeated header's values joined with ", "
+    body: bytes  # at most the cap the request was sent with
+    truncated: bool  # the body was longer than the cap
+
+
+class Connection(asyncio.Protocol):
+    """The protocol of one connection; `Transport` owns it and its pool slot."""
+
+    def __init__(self, key: tuple[str, int, bool], on_idle: Callable[[Connection], None],
+                 on_lost: Callable[[Connection], None]) -> None:
+        self.key = key
+        self.idle_since = 0.0
+        self.requests = 0  # requests sent on this connection
+        self._on_idle = on_idle
+        self._on_lost = on_lost
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout_s = 0.0
+        self._cap = 0
+        self._received = 0  # bytes of the current answer so far
+        self._head_done = False
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._header_count = 0
+        self._body: list[bytes] = []
+        self._size = 0
+        self._complete = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted
+            self.close()
+            return
+        self._received += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(TransportError("receiver switched protocols"))
+        except httptools.HttpParserError as exc:
+            if self._waiter is not None:  # not already settled by a callback
+                self._fail(TransportError(f"answer is not valid HTTP: {exc}"))
+        else:
+            if not self._head_done and self._received > MAX_HEAD_BYTES and self._waiter is not None:
+                self._fail(TransportError(f"answer head longer than {MAX_HEAD_BYTES} bytes"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._on_lost(self)
+        if self._waiter is None:
+            return
+        if self._head_done and not self._complete and self._delimited_by_close():
+            self._complete = True
+            self._settle(keep_alive=False)
+            return
+        unsent = self._received == 0 and self.requests > 1  # a reused connection the peer had closed
+        why = "connection closed by the receiver" + (" before answering" if self._received == 0 else
+                                                     " in the middle of the answer")
+        if exc is not None:
+            why += f" ({exc})"
+        self._fail(TransportError(why, unsent=unsent))
+
+    def eof_received(self) -> bool | None:
+        return False  # close our side too; connection_lost settles the request
+
+    # -- httptools callbacks ---------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        if len(status) > MAX_LINE_SIZE:
+            self._fail(TransportError(f"answer status line longer than {MAX_LINE_SIZE} bytes"))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._waiter is None:
+            return
+        self._header_count += 1
+        if len(name) + len(value) + 4 > MAX_LINE_SIZE:
+            self._fail(TransportError(f"answer header line longer than {MAX_LINE_SIZE} bytes"))
+            return
+        if self._header_count > MAX_HEADERS:
+            self._fail(TransportError(f"answer has more than {MAX_HEADERS} header lines"))
+            return
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        old = self._headers.get(key)
+        self._headers[key] = text if old is None else f"{old}, {text}"
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+        self._status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        if self._waiter is None or self._complete:
+            return
+        room = self._cap - self._size
+        if len(body) > room:  # past the cap: keep what fits, stop reading, drop the connection
+            if room > 0:
+                self._body.append(body[:room])
+                self._size += room
+            self._complete = True
+            self._settle(keep_alive=False, truncated=True)
+            return
+        self._body.append(body)
+        self._size += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._waiter is None or self._complete:
+            return
+        if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
+            self._reset_answer()
+            return
+        self._complete = True
+        self._settle(keep_alive=self._parser.should_keep_alive())
+
+    # -- used by Transport -----------------------------------------------------------------
+
+    @property
+    def usable(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing() and self._waiter is None
+
+    def request(self, data: bytes, *, timeout_s: float, cap: int) -> asyncio.Future[Answer]:
+        """Send one request; the future is the answer, or a `TransportError`."""
+        assert self._transport is not None and self._waiter is None
+        loop = asyncio.get_running_loop()
+        self.requests += 1
+        self._waiter = waiter = loop.create_future()
+        self._cap = cap
+        self._timeout_s = timeout_s
+        self._timer = loop.call_later(timeout_s, self._on_timeout)
+        self._reset_answer()
+        self._transport.write(data)
+        return waiter
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._waiter is not None:
+            self._fail(TransportError("connection closed"))
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+        self._waiter = None
+        self._cancel_timer()
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _reset_answer(self) -> None:
+        self._received = 0
+        self._head_done = False
+        self._status = 0
+        self._headers = {}
+        self._header_count = 0
+        self._body = []
+        self._size = 0
+        self._complete = False
+
+    def _delimited_by_close(self) -> bool:
+        """An answer with neither a length nor chunks ends when the receiver closes."""
+        return "content-length" not in self._headers and "chunked" not in self._headers.get(
+            "transfer-encoding", "").lower()
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self._fail(AnswerTimeout(f"timed out after {self._timeout_s:g}s"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _settle(self, *, keep_alive: bool, truncated: bool = False) -> None:
+        waiter, self._waiter = self._waiter, None
+        self._cancel_timer()
+        if waiter is None or waiter.done():
+            return
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        try:
+            body = _decoded(self._headers.get("content-encoding"), body, self._cap)
+        except TransportError as exc:
+            waiter.set_exception(exc)
+            self.close()
+            return
+        answer = Answer(self._status, self._headers, body, truncated)
+        self._body = []
+        if keep_alive and self._transport is not None:
+            self._on_idle(self)
+        else:
+            self.close()
+        waiter.set_result(answer)
+
+    def _fail(self, exc: TransportError) -> None:
+        waiter, self._waiter = self._waiter, None
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.close()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+
+def _decoded(encoding: str | None, body: bytes, cap: int) -> bytes:
+    """The body without gzip/deflate, for receivers that compress although asked not to."""
+    if not encoding or not body:
+        return body
+    name = encoding.strip().lower()
+    if name in ("identity", ""):
+        return body
+    if name not in ("gzip", "x-gzip", "deflate"):
+        raise TransportError(f"answer uses an unsupported Content-Encoding: {encoding[:50]}")
+    wbits = 31 if "gzip" in name else 15
+    try:
+        d = zlib.decompressobj(wbits)
+        return d.decompress(body, cap)
+    except zlib.error:
+        if name == "deflate":  # raw deflate, as some servers send it
+            try:
+                return zlib.decompressobj(-15).decompress(body, cap)
+            except zlib.error:
+                pass
+        raise TransportError(f"answer body is not valid {name}") from None
