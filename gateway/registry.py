@@ -13,10 +13,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import __version__
 from .crypto import Cipher
 from .signing import Signer
 from .store.base import Store
 from .store.models import Hook, Tenant
+from .transport import header_lines
 
 AUTH0_EXTENSION_SECRET = "auth0-extension-secret"  # noqa: S105 - a secret's name, sent as Bearer
 
@@ -29,11 +31,21 @@ def secret_context(hook_id: str, name: str) -> str:
     return f"hook-secret:{hook_id}:{name.lower()}"
 
 
+USER_AGENT = f"hooks-gateway/{__version__}"
+# Accept-Encoding: answers are small and read whole; compressed ones are decoded all the same.
+BASE_HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+
+
 @dataclass(frozen=True, slots=True)
 class LiveHook:
     hook: Hook
     headers: dict[str, str]  # secret headers, Authorization for auth0-extension-secret
     signer: Signer
+    head: bytes = b""  # BASE_HEADERS and `headers` as request header lines, rendered once
+
+    @classmethod
+    def build(cls, hook: Hook, headers: dict[str, str], signer: Signer) -> LiveHook:
+        return cls(hook=hook, headers=headers, signer=signer, head=header_lines({**BASE_HEADERS, **headers}))
 
 
 @dataclass(slots=True)
@@ -112,7 +124,7 @@ class HookRegistry:
                     expires_at = min(expires_at, s.expires_at)
                 keys.append(self._cipher.decrypt(s.value, signing_context(m.hook.id)))
             secrets = {n: self._cipher.decrypt(v, secret_context(m.hook.id, n)) for n, v in m.secrets.items()}
-            live = LiveHook(hook=m.hook, headers=secret_headers(secrets), signer=Signer(keys))
+            live = LiveHook.build(m.hook, secret_headers(secrets), Signer(keys))
             hooks[m.hook.id] = live
             if m.hook.enabled:
                 enabled.setdefault(m.hook.trigger_id, []).append(live)

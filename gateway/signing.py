@@ -98,6 +98,11 @@ class Signer:
             for d in self._digests(msg_id, timestamp, body)
         )
 
+    def header_lines(self, msg_id: str, timestamp: int, body: bytes) -> bytes:
+        """The three headers as request header lines (ids and timestamps are ours: no CR/LF)."""
+        return (f"{HEADER_ID}: {msg_id}\r\n{HEADER_TIMESTAMP}: {timestamp}\r\n"
+                f"{HEADER_SIGNATURE}: {self.sign(msg_id, timestamp, body)}\r\n").encode("latin-1")
+
     def headers(self, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
         """The three Standard Webhooks headers for one request."""
         return {

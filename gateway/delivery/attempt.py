@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import __version__, points
+from .. import points
 from ..egress import MAX_STORED_BODY_BYTES
 from ..errors import AnswerTimeout, ApiError, ConnectTimeout, DestinationRefused, TransportError
 from ..peers import Cidrs
@@ -19,7 +19,6 @@ from ..store.models import Attempt
 from ..transport import Target, Transport
 from .schedule import RateLimitInfo, parse_rate_limit, parse_retry_after
 
-USER_AGENT = f"hooks-gateway/{__version__}"
 _NO_RATE_LIMIT = RateLimitInfo(None, None, None)
 
 
@@ -68,13 +67,9 @@ def render_body(hook_format: str, trigger_id: str, event: bytes | Mapping[str, A
     return json.dumps(event, separators=(",", ":")).encode()
 
 
-def request_headers(live: LiveHook, msg_id: str, body: bytes, now: float) -> dict[str, str]:
-    # Accept-Encoding given here rather than skipped on the session: aiohttp's skip list costs
-    # a sort and two header copies per request.
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    headers.update(live.headers)
-    headers.update(live.signer.headers(msg_id, int(now), body))
-    return headers
+def request_headers(live: LiveHook, msg_id: str, body: bytes, now: float) -> bytes:
+    """The request's header lines: the hook's fixed ones (rendered once) and its signature."""
+    return live.head + live.signer.header_lines(msg_id, int(now), body)
 
 
 def error_note(answer: points.Answer) -> str | None:
@@ -88,7 +83,7 @@ async def send(
     transport: Transport,
     url: str,
     body: bytes,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | bytes,
     *,
     timeout_s: float,
     body_cap: int,

@@ -58,13 +58,16 @@ class Transport:
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
 
-    async def post(self, target: Target, body: bytes, headers: Mapping[str, str], *, timeout_s: float,
-                   body_cap: int) -> Answer:
+    async def post(self, target: Target, body: bytes, headers: Mapping[str, str] | bytes, *,
+                   timeout_s: float, body_cap: int) -> Answer:
         """POST `body`; the answer, or `TransportError` / `DestinationRefused`. Within `timeout_s`
-        in all, of which connecting (TCP and TLS) may take `connect_timeout_s`."""
+        in all, of which connecting (TCP and TLS) may take `connect_timeout_s`. `headers` is a
+        mapping, or lines already rendered by `header_lines` (the hot path renders a hook's
+        fixed headers once); `Host` and `Content-Length` are added here."""
         if self._closed:
             raise TransportError("the outbound client is closed")
-        data = target.head + _head(headers, len(body)) + body
+        lines = headers if isinstance(headers, bytes) else header_lines(headers)
+        data = b"%b%bContent-Length: %d\r\n\r\n%b" % (target.head, lines, len(body), body)
         conn = self._checkout(target.key)
         if conn is None:
             return await self._send(await self._connect(target, timeout_s), data, timeout_s, body_cap)
@@ -202,13 +205,19 @@ class Transport:
         return results
 
 
-def _head(headers: Mapping[str, str], length: int) -> bytes:
-    """The header lines after `Host`, and the blank line. A name or value with CR or LF in it
-    (header injection) or outside latin-1 is refused."""
+def header_lines(headers: Mapping[str, str]) -> bytes:
+    """`Name: value\r\n` for each header. A name or value with CR or LF in it (header
+    injection), a name that is not a token, or text outside latin-1 is refused."""
     text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
     if text.count("\n") != len(headers) or text.count("\r") != len(headers):
         raise TransportError("a request header contains a line break")
+    for name in headers:
+        if not name or not _TOKEN.issuperset(name):
+            raise TransportError(f"{name[:50]!r} is not a valid header name")
     try:
-        return text.encode("latin-1") + b"Content-Length: %d\r\n\r\n" % length
+        return text.encode("latin-1")
     except UnicodeEncodeError:
         raise TransportError("a request header is not latin-1 text") from None
+
+
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
