@@ -24,7 +24,7 @@ from typing import Any
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..egress import DNS_CACHE_TTL_S, GuardedResolver, IPNetwork
-from ..errors import ConnectTimeout, DestinationRefused, TransportError
+from ..errors import AnswerTimeout, ConnectTimeout, DestinationRefused, TransportError
 from .connection import Answer, Connection
 from .target import Target
 
@@ -68,17 +68,23 @@ class Transport:
             raise TransportError("the outbound client is closed")
         lines = headers if isinstance(headers, bytes) else header_lines(headers)
         data = b"%b%bContent-Length: %d\r\n\r\n%b" % (target.head, lines, len(body), body)
+        started = time.monotonic()
         conn = self._checkout(target.key)
-        if conn is None:
-            return await self._send(await self._connect(target, timeout_s), data, timeout_s, body_cap)
-        try:
-            return await self._send(conn, data, timeout_s, body_cap)
-        except TransportError as exc:
-            if not exc.unsent:
-                raise
-        # The pooled connection had been closed by the receiver before it read the request:
-        # nothing reached it, so the request goes again on a new connection.
-        return await self._send(await self._connect(target, timeout_s), data, timeout_s, body_cap)
+        if conn is not None:
+            try:
+                return await self._send(conn, data, timeout_s, body_cap)
+            except TransportError as exc:
+                if not exc.unsent:
+                    raise
+            # The pooled connection had been closed by the receiver before it read the request:
+            # nothing reached it, so the request goes again on a new connection.
+        conn = await self._connect(target, timeout_s - (time.monotonic() - started), timeout_s,
+                                   again=conn is not None)
+        left = timeout_s - (time.monotonic() - started)
+        if left <= 0:
+            conn.close()
+            raise AnswerTimeout(f"timed out after {timeout_s:g}s")
+        return await self._send(conn, data, left, body_cap, timeout_s)
 
     async def close(self) -> None:
         """Close every connection; requests in flight fail."""
@@ -97,8 +103,9 @@ class Transport:
 
     # -- connections -----------------------------------------------------------------------
 
-    async def _send(self, conn: Connection, data: bytes, timeout_s: float, cap: int) -> Answer:
-        waiter = conn.request(data, timeout_s=timeout_s, cap=cap)
+    async def _send(self, conn: Connection, data: bytes, timeout_s: float, cap: int,
+                    whole_s: float | None = None) -> Answer:
+        waiter = conn.request(data, timeout_s=timeout_s, cap=cap, reported_s=whole_s)
         try:
             return await waiter
         except asyncio.CancelledError:
@@ -148,12 +155,19 @@ class Transport:
         if self._idle and not self._closed:
             self._sweeper = asyncio.get_running_loop().call_later(self._keepalive_s / 2, self._sweep)
 
-    async def _connect(self, target: Target, timeout_s: float) -> Connection:
-        limit = min(self.connect_timeout_s, timeout_s)
+    async def _connect(self, target: Target, left_s: float, timeout_s: float, *,
+                       again: bool = False) -> Connection:
+        """A new connection within the connect timeout and what is left of the request's
+        (`again`: a first try on a pooled connection used some of it)."""
+        if left_s <= 0:
+            raise AnswerTimeout(f"timed out after {timeout_s:g}s", unsent=True)
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(min(self.connect_timeout_s, left_s)):
                 return await self._open_connection(target)
         except TimeoutError:
+            if again and left_s < self.connect_timeout_s:  # the request's time ran out
+                raise AnswerTimeout(f"timed out after {timeout_s:g}s", unsent=True) from None
+            limit = min(self.connect_timeout_s, timeout_s)
             raise ConnectTimeout(f"timed out connecting after {limit:g}s", unsent=True) from None
 
     async def _open_connection(self, target: Target) -> Connection:

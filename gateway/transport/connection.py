@@ -47,7 +47,10 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timeout_s = 0.0
         self._cap = 0
-        self._received = 0  # bytes of the current answer so far
+        self._received = 0  # bytes of the current answer's head and body so far
+        self._answered = False  # any byte came back for the current request (interim answers too)
+        self._keep_alive = False
+        self._extra = False  # bytes came after the complete answer: the connection is out of step
         self._head_done = False
         self._status = 0
         self._headers: dict[str, str] = {}
@@ -66,16 +69,23 @@ class Connection(asyncio.Protocol):
             self.close()
             return
         self._received += len(data)
+        self._answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(TransportError("receiver switched protocols"))
+            if not self._complete:
+                self._fail(TransportError("receiver switched protocols"))
+            self._extra = True
         except httptools.HttpParserError as exc:
-            if self._waiter is not None:  # not already settled by a callback
+            if not self._complete and self._waiter is not None:  # not already settled by a callback
                 self._fail(TransportError(f"answer is not valid HTTP: {exc}"))
-        else:
-            if not self._head_done and self._received > MAX_HEAD_BYTES and self._waiter is not None:
-                self._fail(TransportError(f"answer head longer than {MAX_HEAD_BYTES} bytes"))
+            self._extra = True
+        if self._waiter is None:
+            return
+        if self._complete:  # settled only now: bytes after the answer must not reach the pool
+            self._settle(keep_alive=self._keep_alive and not self._extra)
+        elif not self._head_done and self._received > MAX_HEAD_BYTES:
+            self._fail(TransportError(f"answer head longer than {MAX_HEAD_BYTES} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -86,8 +96,8 @@ class Connection(asyncio.Protocol):
             self._complete = True
             self._settle(keep_alive=False)
             return
-        unsent = self._received == 0 and self.requests > 1  # a reused connection the peer had closed
-        why = "connection closed by the receiver" + (" before answering" if self._received == 0 else
+        unsent = not self._answered and self.requests > 1  # a reused connection the peer had closed
+        why = "connection closed by the receiver" + (" before answering" if not self._answered else
                                                      " in the middle of the answer")
         if exc is not None:
             why += f" ({exc})"
@@ -98,12 +108,16 @@ class Connection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second answer to one request
+            self._extra = True
+
     def on_status(self, status: bytes) -> None:
         if len(status) > MAX_LINE_SIZE:
             self._fail(TransportError(f"answer status line longer than {MAX_LINE_SIZE} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._waiter is None:
+        if self._waiter is None or self._complete:
             return
         self._header_count += 1
         if len(name) + len(value) + 4 > MAX_LINE_SIZE:
@@ -118,6 +132,8 @@ class Connection(asyncio.Protocol):
         self._headers[key] = text if old is None else f"{old}, {text}"
 
     def on_headers_complete(self) -> None:
+        if self._complete:
+            return
         self._head_done = True
         self._status = self._parser.get_status_code()
 
@@ -141,8 +157,8 @@ class Connection(asyncio.Protocol):
         if 100 <= self._status < 200:  # an interim answer (100 Continue): the real one follows
             self._reset_answer()
             return
-        self._complete = True
-        self._settle(keep_alive=self._parser.should_keep_alive())
+        self._complete = True  # settled once the bytes read so far are parsed (data_received)
+        self._keep_alive = self._parser.should_keep_alive()
 
     # -- used by Transport -----------------------------------------------------------------
 
@@ -150,14 +166,18 @@ class Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return self._transport is not None and not self._transport.is_closing() and self._waiter is None
 
-    def request(self, data: bytes, *, timeout_s: float, cap: int) -> asyncio.Future[Answer]:
-        """Send one request; the future is the answer, or a `TransportError`."""
+    def request(self, data: bytes, *, timeout_s: float, cap: int,
+                reported_s: float | None = None) -> asyncio.Future[Answer]:
+        """Send one request; the future is the answer, or a `TransportError` (`AnswerTimeout`
+        after `timeout_s`, reported as the request's whole timeout `reported_s`)."""
         assert self._transport is not None and self._waiter is None
         loop = asyncio.get_running_loop()
         self.requests += 1
         self._waiter = waiter = loop.create_future()
+        self._answered = False
+        self._extra = False
         self._cap = cap
-        self._timeout_s = timeout_s
+        self._timeout_s = timeout_s if reported_s is None else reported_s
         self._timer = loop.call_later(timeout_s, self._on_timeout)
         self._reset_answer()
         self._transport.write(data)
@@ -208,12 +228,12 @@ class Connection(asyncio.Protocol):
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         try:
-            body = _decoded(self._headers.get("content-encoding"), body, self._cap)
+            body, cut = _decoded(self._headers.get("content-encoding"), body, self._cap)
         except TransportError as exc:
             waiter.set_exception(exc)
             self.close()
             return
-        answer = Answer(self._status, self._headers, body, truncated)
+        answer = Answer(self._status, self._headers, body, truncated or cut)
         self._body = []
         if keep_alive and self._transport is not None:
             self._on_idle(self)
@@ -230,23 +250,21 @@ class Connection(asyncio.Protocol):
             waiter.set_exception(exc)
 
 
-def _decoded(encoding: str | None, body: bytes, cap: int) -> bytes:
-    """The body without gzip/deflate, for receivers that compress although asked not to."""
+def _decoded(encoding: str | None, body: bytes, cap: int) -> tuple[bytes, bool]:
+    """The body without gzip/deflate (for receivers that compress although asked not to), at
+    most `cap` bytes of it, and whether the decoded body was longer."""
     if not encoding or not body:
-        return body
+        return body, False
     name = encoding.strip().lower()
     if name in ("identity", ""):
-        return body
+        return body, False
     if name not in ("gzip", "x-gzip", "deflate"):
         raise TransportError(f"answer uses an unsupported Content-Encoding: {encoding[:50]}")
-    wbits = 31 if "gzip" in name else 15
-    try:
+    for wbits in ((31,) if "gzip" in name else (15, -15)):  # deflate: zlib-wrapped, or raw as some send it
         d = zlib.decompressobj(wbits)
-        return d.decompress(body, cap)
-    except zlib.error:
-        if name == "deflate":  # raw deflate, as some servers send it
-            try:
-                return zlib.decompressobj(-15).decompress(body, cap)
-            except zlib.error:
-                pass
-        raise TransportError(f"answer body is not valid {name}") from None
+        try:
+            out = d.decompress(body, cap + 1)  # one byte more tells a longer body from one of `cap`
+        except zlib.error:
+            continue
+        return out[:cap], len(out) > cap
+    raise TransportError(f"answer body is not valid {name}")
