@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -99,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .app import create_app  # noqa: PLC0415
 
     app = create_app(settings)
+    tune_gc()
     web.run_app(
         app,
         host=settings.server.host,
@@ -109,6 +111,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
         handle_signals=True,
     )
     return 0
+
+
+GC_GEN0_THRESHOLD = 10_000  # net new container objects before a young collection (CPython: 700)
+
+
+def tune_gc() -> None:
+    """Fewer, cheaper garbage collections for a server. Almost everything a request allocates is
+    freed by reference counting, but the requests in flight hold a few thousand objects, so
+    with CPython's threshold of 700 a young collection ran every ~40 requests and traversed
+    them all: measured at ~11 us of CPU per blocking request (bench/, scenario 1). At 10,000
+    it runs a few times a minute. `gc.freeze()` moves what start-up built (modules, settings,
+    the app) out of the collector's sight, so the rare full collection is short."""
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def cmd_tenant_create(args: argparse.Namespace) -> int:
