@@ -19,7 +19,7 @@ class _Bucket:
     updated: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class Decision:
     allowed: bool
     limit: int

@@ -22,7 +22,7 @@ from .schedule import RateLimitInfo, parse_rate_limit, parse_retry_after
 _NO_RATE_LIMIT = RateLimitInfo(None, None, None)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class AttemptResult:
     started_at: float
     duration_ms: float

@@ -51,7 +51,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class RateLimitInfo:
     limit: int | None
     remaining: int | None

@@ -53,7 +53,7 @@ def standard_envelope(trigger_id: str, event: Mapping[str, Any], *, timestamp: s
 # --- the receiver's answer ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class Answer:
     """One receiver's answer: success with `data`, or an error with its name and messages."""
 

@@ -1,4 +1,10 @@
-"""Rows as typed, frozen records; the API renders them, the store reads and writes them."""
+"""Rows as typed records; the API renders them, the store reads and writes them.
+
+Records built on every request or delivery (deliveries, attempts, outcomes, sync records, and
+the answers and decisions elsewhere marked "built per request") are plain slotted dataclasses,
+not frozen ones: a frozen dataclass sets each field through `object.__setattr__`, ~1 us more
+per object on Python 3.11, and a blocking call builds about eight of them. Treat them as
+read-only all the same; the others stay frozen."""
 
 from __future__ import annotations
 
@@ -57,7 +63,7 @@ class HookMaterial:
     signing: list[SigningSecret]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class Delivery:
     id: str
     tenant_id: str
@@ -73,7 +79,7 @@ class Delivery:
     updated_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class Attempt:
     number: int
     started_at: float
@@ -87,7 +93,7 @@ class Attempt:
     retry_after: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class Claimed:
     """A delivery a worker holds a lease on, with its event body."""
 
@@ -95,7 +101,7 @@ class Claimed:
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class Outcome:
     """What one attempt leaves behind: the record, and the delivery's next state."""
 
@@ -113,7 +119,7 @@ class Page:
     total: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class SyncRow:
     """One hook's part of a blocking invocation."""
 
@@ -124,7 +130,7 @@ class SyncRow:
     last_error: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class SyncRecord:
     """A blocking invocation as it is recorded after the answer: the event and each hook's part."""
 

@@ -23,7 +23,7 @@ MAX_HEAD_BYTES = 64 * 1024  # bytes of the whole answer head (status line and he
 MAX_HEADERS = 128  # header lines in one answer
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
 class Answer:
     status: int
     headers: dict[str, str]  # names in lower case; a repeated header's values joined with ", "
