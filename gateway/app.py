@@ -16,7 +16,7 @@ from .context import SERVICES, Services, services
 from .crypto import cipher_from_settings
 from .errors import Forbidden, ServiceUnavailable
 from .invoke import INVOKER, Invoker
-from .middleware import api_guard, errors
+from .middleware import guard
 from .peers import contains, peer_address
 from .settings import Settings
 from .store import open_store
@@ -59,7 +59,7 @@ def create_app(
     svc = Services.build(settings, store or open_store(settings), cipher, clock=clock)
     svc.extras.update(seams)
     app = web.Application(
-        middlewares=[errors, api_guard],
+        middlewares=[guard],
         client_max_size=settings.server.max_body_bytes,
         handler_args={"max_field_size": 16384},
     )

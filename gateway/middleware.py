@@ -37,10 +37,25 @@ def http_error_response(exc: web.HTTPException) -> web.Response:
     return json_response(body, status=exc.status, headers=headers)
 
 
+def _api_of(path: str) -> str | None:
+    """Which of the gateway's own APIs (and so which rate limiter) a path belongs to."""
+    if path == "/api/v2" or path.startswith("/api/v2/"):
+        return "management"
+    if path == "/v1" or path.startswith("/v1/"):
+        return "ingest"
+    return None
+
+
 @web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as JSON on every route (never a stack trace); on `/api/v2` and `/v1` also the
+    caller's token, the allowlists and the rate limits. One middleware, not two: each layer
+    costs every request a call."""
     try:
-        return await handler(request)
+        api = _api_of(request.path)
+        if api is None:
+            return await handler(request)
+        return await _api_guard(request, handler, api)
     except ApiError as exc:
         return error_response(exc)
     except web.HTTPException as exc:
@@ -54,21 +69,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         )
 
 
-def _api_of(path: str) -> str | None:
-    """Which of the gateway's own APIs (and so which rate limiter) a path belongs to."""
-    if path == "/api/v2" or path.startswith("/api/v2/"):
-        return "management"
-    if path == "/v1" or path.startswith("/v1/"):
-        return "ingest"
-    return None
-
-
-@web.middleware
-async def api_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _api_guard(request: web.Request, handler: Handler, api: str) -> web.StreamResponse:
     """Every answer of `/api/v2` and `/v1`, errors included, carries the rate-limit headers."""
-    api = _api_of(request.path)
-    if api is None:
-        return await handler(request)
     svc = services(request)
     peer = peer_address(request, svc.trusted_proxies)
     forwarding = api == "ingest" and request.path.startswith("/v1/tenants/")
