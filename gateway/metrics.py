@@ -34,6 +34,16 @@ class Metrics:
             registry=r,
         )
         self.backlog = Gauge("gateway_delivery_backlog", "Pending deliveries", registry=r)
+        self.connections = Counter(
+            "gateway_outbound_connections_total", "Connections opened to receivers", ["scheme"], registry=r
+        )
+        self.resent = Counter(
+            "gateway_outbound_resent_total",
+            "Requests sent again on a new connection: the pooled one was closed before it was read",
+            registry=r,
+        )
+        self.idle = Gauge("gateway_outbound_idle_connections", "Kept-alive connections to receivers, idle",
+                          registry=r)
 
         self._children: dict[tuple[Any, ...], Any] = {}
 
@@ -48,6 +58,9 @@ class Metrics:
     def invoked(self, trigger: str, result: str, seconds: float) -> None:
         self._child(self.invocation_seconds, trigger).observe(seconds)
         self._child(self.invocations, trigger, result).inc()
+
+    def connected(self, scheme: str) -> None:
+        self._child(self.connections, scheme).inc()
 
     def attempted(self, outcome: str) -> None:
         self._child(self.attempts, outcome).inc()

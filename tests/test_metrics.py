@@ -31,6 +31,10 @@ async def test_metrics_count_events_attempts_and_invocations(gateway, make_recei
         sample(text, "gateway_sync_invocations_total", trigger="credentials-exchange", result="success") == 1
     )
     assert sample(text, "gateway_delivery_backlog") == 0
+    # Both calls went to the same receiver: one connection, kept alive between them.
+    assert sample(text, "gateway_outbound_connections_total", scheme="http") == 1
+    assert sample(text, "gateway_outbound_idle_connections") == 1
+    assert sample(text, "gateway_outbound_resent_total") == 0
 
 
 async def test_metrics_are_refused_outside_their_allowlist(make_gateway, make_settings) -> None:

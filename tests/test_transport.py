@@ -34,6 +34,7 @@ from fakes import FakeResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.errors import AnswerTimeout, BadRequest, ConnectTimeout, DestinationRefused, TransportError
+from gateway.metrics import Metrics
 from gateway.peers import Cidrs, networks
 from gateway.transport import Answer, Target, Transport
 
@@ -767,10 +768,12 @@ async def test_pooled_connection_closed_by_the_receiver_is_replaced(
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
 async def test_pooled_connection_closed_as_the_request_arrives_is_retried_once(
-    transport: Transport, raw_server: RawServerFactory, how: str
+    make_transport: Callable[..., Transport], raw_server: RawServerFactory, how: str
 ) -> None:
     """The race a pool cannot avoid: the receiver closes an idle connection just as the next
     request is written on it. Nothing came back, so the request goes again on a new connection."""
+    metrics = Metrics()
+    transport = make_transport(metrics=metrics)
     dropped: list[bytes] = []
 
     async def drops_the_second(conn: RawConn) -> None:
@@ -790,6 +793,8 @@ async def test_pooled_connection_closed_as_the_request_arrives_is_retried_once(
     assert dropped and dropped[0].endswith(b"second")
     assert peer.accepts == 2
     assert [r.endswith(b"second") for r in peer.requests] == [False, True]  # answered once
+    assert metrics.registry.get_sample_value("gateway_outbound_resent_total") == 1  # operators see it
+    assert metrics.registry.get_sample_value("gateway_outbound_connections_total", {"scheme": "http"}) == 2
 
 
 @pytest.mark.parametrize("pooled", [False, True], ids=["new-connection", "pooled-connection"])

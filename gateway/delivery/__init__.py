@@ -24,7 +24,9 @@ async def transport_context(app: web.Application) -> AsyncIterator[None]:
         source_address=egress.source_address,
         connect_timeout_s=egress.connect_timeout,
         ssl_context=svc.extras.get("ssl_context"),
+        metrics=svc.metrics,
     )
+    svc.metrics.idle.set_function(lambda: transport.idle_connections)
     svc.transport = transport
     yield
     svc.transport = None

@@ -25,6 +25,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..egress import DNS_CACHE_TTL_S, GuardedResolver, IPNetwork
 from ..errors import AnswerTimeout, ConnectTimeout, DestinationRefused, TransportError
+from ..metrics import Metrics
 from .connection import Answer, Connection
 from .target import Target
 
@@ -45,6 +46,7 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         keepalive_s: float = KEEPALIVE_S,
         clock: Any = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self._resolver = GuardedResolver(allow_cidrs=allow_cidrs, inner=resolver)
         self._local_addr = (source_address, 0) if source_address is not None else None
@@ -57,6 +59,7 @@ class Transport:
         self._dns: dict[tuple[str, int], tuple[float, list[ResolveResult]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
+        self._metrics = metrics or Metrics()
 
     async def post(self, target: Target, body: bytes, headers: Mapping[str, str] | bytes, *,
                    timeout_s: float, body_cap: int) -> Answer:
@@ -78,6 +81,7 @@ class Transport:
                     raise
             # The pooled connection had been closed by the receiver before it read the request:
             # nothing reached it, so the request goes again on a new connection.
+            self._metrics.resent.inc()
         conn = await self._connect(target, timeout_s - (time.monotonic() - started), timeout_s,
                                    again=conn is not None)
         left = timeout_s - (time.monotonic() - started)
@@ -195,6 +199,7 @@ class Transport:
                                 if isinstance(exc, OSError) and exc.strerror else f"{address['host']}: {exc}")
                 continue
             self._open.add(conn)
+            self._metrics.connected("https" if target.tls else "http")
             return conn
         raise TransportError(f"cannot connect to {target.host}:{target.port} ({'; '.join(failures)})"[:500],
                              unsent=True)
