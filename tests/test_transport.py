@@ -1173,3 +1173,71 @@ def test_transport_runs_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+# --- several addresses: Happy Eyeballs ------------------------------------------------------
+
+
+def _blackhole(host: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A listener on `host` whose accept queue is full: a connect to it hangs."""
+    listener = socket.socket()
+    listener.bind((host, 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    queued: list[socket.socket] = []
+    for _ in range(8):
+        client = socket.socket()
+        client.settimeout(0.2)
+        queued.append(client)
+        try:
+            client.connect((host, port))
+        except TimeoutError:
+            return listener, queued
+    for s in [listener, *queued]:
+        s.close()
+    pytest.skip("this network stack accepts connections beyond the listen backlog")
+
+
+@linux_only
+async def test_an_address_that_hangs_does_not_keep_the_next_one_from_being_tried(
+    make_transport: Callable[..., Transport],
+) -> None:
+    """A dual-stack host whose first address is unreachable (a blackholed IPv6, say): the
+    second one is tried beside it and answers, well within the connect timeout that a
+    one-after-the-other client would spend on the first address alone."""
+    listener, queued = _blackhole("127.0.0.2")
+    port = listener.getsockname()[1]
+    answered: list[bytes] = []
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(OK)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.3", port)
+    try:
+        resolver = FakeResolver({"dual.test": ["127.0.0.2", "127.0.0.3"]})
+        transport = make_transport(resolver=resolver, connect_timeout_s=1.0)
+        reply = await post(transport, f"http://dual.test:{port}/hook", timeout_s=1.0)
+        assert (reply.status, reply.body) == (200, b"ok")
+        assert len(answered) == 1 and answered[0].startswith(b"POST /hook HTTP/1.1")
+    finally:
+        server.close()
+        await server.wait_closed()
+        for s in [listener, *queued]:
+            s.close()
+
+
+async def test_every_address_failing_names_each_of_them(make_transport: Callable[..., Transport]) -> None:
+    ports = []
+    for _ in range(2):
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))
+            ports.append(closed.getsockname()[1])
+    resolver = FakeResolver({"gone.test": ["127.0.0.1", "::1"]})
+    transport = make_transport(resolver=resolver)
+    with pytest.raises(TransportError, match=r"cannot connect to gone\.test:\d+ \(.*; ") as info:
+        await post(transport, f"http://gone.test:{ports[0]}/hook")
+    assert "127.0.0.1" in info.value.message and "::1" in info.value.message
+    assert info.value.unsent

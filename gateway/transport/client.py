@@ -15,6 +15,7 @@ that was checked. Checked answers are reused for `DNS_CACHE_TTL_S`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import time
@@ -29,6 +30,7 @@ from ..metrics import Metrics
 from .connection import Answer, Connection
 from .target import Target
 
+HAPPY_EYEBALLS_DELAY_S = 0.25  # before the next address is tried beside a slow one (RFC 8305)
 KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this long
 MAX_IDLE_PER_HOST = 256  # idle connections kept per host, port and scheme
 
@@ -175,34 +177,76 @@ class Transport:
             raise ConnectTimeout(f"timed out connecting after {limit:g}s", unsent=True) from None
 
     async def _open_connection(self, target: Target) -> Connection:
-        addresses = await self._addresses(target.host, target.port)
-        loop = asyncio.get_running_loop()
-        failures: list[str] = []
-        for address in addresses:
-            conn = Connection(target.key, self._returned, self._lost)
+        """Happy Eyeballs (RFC 8305) over the checked addresses, families interleaved: the next
+        address is tried when the previous one failed or has not connected within
+        `HAPPY_EYEBALLS_DELAY_S`; the first connection made wins, the others are dropped. So a
+        host whose IPv6 address is unreachable still gets its IPv4 one well within the timeout."""
+        addresses = _interleaved(await self._addresses(target.host, target.port))
+        if len(addresses) == 1:  # the common case: no tasks
             try:
-                await loop.create_connection(
-                    lambda conn=conn: conn,
-                    host=address["host"],
-                    port=target.port,
-                    family=address["family"],
-                    proto=socket.IPPROTO_TCP,
-                    ssl=self._ssl if target.tls else None,
-                    server_hostname=target.host if target.tls else None,
-                    local_addr=self._local_addr,
+                conn = await self._dial(target, addresses[0])
+            except _DialFailed as exc:
+                raise _cannot_connect(target, [str(exc)]) from None
+        else:
+            conn = await self._race(target, addresses)
+        self._open.add(conn)
+        self._metrics.connected("https" if target.tls else "http")
+        return conn
+
+    async def _race(self, target: Target, addresses: list[ResolveResult]) -> Connection:
+        failures: list[str] = []
+        running: set[asyncio.Task[Connection]] = set()
+        winner: Connection | None = None
+        todo = list(addresses)
+        try:
+            while winner is None and (todo or running):
+                if todo:
+                    running.add(asyncio.ensure_future(self._dial(target, todo.pop(0))))
+                done, _ = await asyncio.wait(
+                    running, timeout=HAPPY_EYEBALLS_DELAY_S if todo else None,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
-            except ssl.SSLCertVerificationError as exc:
-                raise TransportError(f"TLS certificate of {target.host} not accepted: {exc.verify_message}",
-                                     unsent=True) from None
-            except (OSError, ssl.SSLError) as exc:
-                failures.append(f"{address['host']}:{target.port}: {exc.strerror or exc}"
-                                if isinstance(exc, OSError) and exc.strerror else f"{address['host']}: {exc}")
-                continue
-            self._open.add(conn)
-            self._metrics.connected("https" if target.tls else "http")
-            return conn
-        raise TransportError(f"cannot connect to {target.host}:{target.port} ({'; '.join(failures)})"[:500],
-                             unsent=True)
+                for task in done:
+                    running.discard(task)
+                    exc = task.exception()
+                    if exc is None:
+                        if winner is None:
+                            winner = task.result()
+                        else:
+                            task.result().close()
+                    elif isinstance(exc, _DialFailed):
+                        failures.append(str(exc))
+                    else:
+                        raise exc  # a certificate refused: no other address will do better
+        finally:
+            for task in running:
+                task.cancel()
+            for task in running:  # one may have connected before it saw the cancel
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    (await task).close()
+        if winner is None:
+            raise _cannot_connect(target, failures)
+        return winner
+
+    async def _dial(self, target: Target, address: ResolveResult) -> Connection:
+        conn = Connection(target.key, self._returned, self._lost)
+        try:
+            await asyncio.get_running_loop().create_connection(
+                lambda: conn,
+                host=address["host"],
+                port=target.port,
+                family=address["family"],
+                proto=socket.IPPROTO_TCP,
+                ssl=self._ssl if target.tls else None,
+                server_hostname=target.host if target.tls else None,
+                local_addr=self._local_addr,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise TransportError(f"TLS certificate of {target.host} not accepted: {exc.verify_message}",
+                                 unsent=True) from None
+        except OSError as exc:  # ssl.SSLError included
+            raise _DialFailed(f"{address['host']}: {exc.strerror or exc}", unsent=True) from None
+        return conn
 
     async def _addresses(self, host: str, port: int) -> list[ResolveResult]:
         """The host's checked addresses; `DestinationRefused` if any of them is refused."""
@@ -222,6 +266,28 @@ class Transport:
             self._dns.clear()
         self._dns[(host, port)] = (now + DNS_CACHE_TTL_S, results)
         return results
+
+
+class _DialFailed(TransportError):
+    """One address could not be connected to; the others may still be."""
+
+
+def _cannot_connect(target: Target, failures: list[str]) -> TransportError:
+    return TransportError(f"cannot connect to {target.host}:{target.port} ({'; '.join(failures)})"[:500],
+                          unsent=True)
+
+
+def _interleaved(addresses: list[ResolveResult]) -> list[ResolveResult]:
+    """Families alternated, the first answer's family first (RFC 8305, section 4)."""
+    if len(addresses) < 2:
+        return addresses
+    first = addresses[0]["family"]
+    same = [a for a in addresses if a["family"] == first]
+    other = [a for a in addresses if a["family"] != first]
+    out: list[ResolveResult] = []
+    for i in range(max(len(same), len(other))):
+        out += same[i:i + 1] + other[i:i + 1]
+    return out
 
 
 def header_lines(headers: Mapping[str, str]) -> bytes:
