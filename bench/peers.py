@@ -25,11 +25,12 @@ def start_receiver(ctx: Context, workdir: Path, *, rate: float = 0.0, burst: int
     return proc, base
 
 
-def start_relay(ctx: Context, workdir: Path, target: str) -> tuple[Proc, str]:
+def start_relay(ctx: Context, workdir: Path, target: str, *, client: str = "aiohttp") -> tuple[Proc, str]:
+    """The bare relay; `client="transport"` forwards with the gateway's own outbound client."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    proc = spawn("relay", [sys.executable, "-m", "bench.relay", "--port", str(port), "--target", target],
-                 core=ctx.pin.server_core, log_dir=workdir)
+    args = [sys.executable, "-m", "bench.relay", "--port", str(port), "--target", target, "--client", client]
+    proc = spawn(f"relay-{client}", args, core=ctx.pin.server_core, log_dir=workdir)
     base = f"http://127.0.0.1:{port}"
     proc.wait_http(f"{base}/healthz")
     return proc, base
