@@ -58,6 +58,13 @@ REFUSED_RANGES: tuple[RefusedRange, ...] = (
     _refused("255.255.255.255/32", "limited broadcast"),
     _refused("::/128", "unspecified"),
     _refused("::1/128", "loopback"),
+    _refused("::/96", "IPv4-compatible (deprecated)"),
+    _refused("::ffff:0:0:0/96", "IPv4-translated"),
+    _refused("64:ff9b:1::/48", "local-use NAT64"),
+    _refused("100::/64", "discard-only"),
+    _refused("2001::/32", "Teredo"),
+    _refused("2001:2::/48", "benchmarking"),
+    _refused("fec0::/10", "site-local (deprecated)"),
     _refused("fc00::/7", "unique local"),
     _refused("fe80::/10", "link-local"),
     _refused("ff00::/8", "multicast"),
@@ -156,11 +163,22 @@ def check_url(url: str, *, allow_http: bool, allow_cidrs: Sequence[IPNetwork]) -
     host = parsed.raw_host
     if not host:
         raise BadRequest("url must have a host")
+    if parsed.explicit_port == 0:
+        raise BadRequest("url must not use port 0")
     address = parse_ip_literal(host)
+    if address is None and not _valid_hostname(host):
+        raise BadRequest("url has an invalid host name (empty label, a label over 63 bytes, "
+                         "or over 253 bytes in all)")
     if address is not None:
         range_ = classify(address, allow_cidrs)
         if range_ is not None:
             raise BadRequest(f"url is not allowed: {DestinationRefused(str(address), range_)}")
+
+
+def _valid_hostname(host: str) -> bool:
+    """What DNS can carry: labels of 1 to 63 bytes, 253 bytes in all (a final dot allowed)."""
+    name = host[:-1] if host.endswith(".") else host
+    return 0 < len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split("."))
 
 
 def _check(host: str, allow_cidrs: Sequence[IPNetwork]) -> None:

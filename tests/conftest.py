@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from sockets import blackhole
 
 from gateway import settings as settings_mod
 from gateway.app import create_app
@@ -266,3 +267,10 @@ async def make_receiver(
         return Receiver(server=server, requests=requests, state=state)
 
     return make
+
+
+@pytest.fixture
+def unaccepted_port() -> Iterator[int]:
+    """A loopback port whose accept queue is full: a new connect hangs until it times out."""
+    with blackhole() as port:
+        yield port

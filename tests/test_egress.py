@@ -65,6 +65,13 @@ INSIDE_EACH_RANGE = [
     ("fe80::1", "fe80::/10"),
     ("ff02::1", "ff00::/8"),
     ("2001:db8::1", "2001:db8::/32"),
+    ("::7f00:1", "::/96"),  # IPv4-compatible: deprecated, never routed
+    ("::ffff:0:a00:5", "::ffff:0:0:0/96"),  # IPv4-translated
+    ("64:ff9b:1::a00:5", "64:ff9b:1::/48"),  # local-use NAT64: may reach internal IPv4
+    ("100::1", "100::/64"),
+    ("2001:0:4136:e378::1", "2001::/32"),  # Teredo
+    ("2001:2::1", "2001:2::/48"),
+    ("fec0::1", "fec0::/10"),
 ]
 
 
@@ -193,6 +200,24 @@ def test_other_schemes_are_refused(url: str) -> None:
 def test_user_info_is_refused(url: str) -> None:
     with pytest.raises(BadRequest, match="user-info"):
         check_url(url, allow_http=False, allow_cidrs=[])
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("https://a..b.example.com/x", "invalid host name"),  # an empty label
+        ("https://" + "a" * 64 + ".example.com/x", "invalid host name"),  # a label over 63 bytes
+        ("https://" + ("a" * 60 + ".") * 5 + "com/x", "invalid host name"),  # over 253 bytes
+        ("https://hooks.example.com:0/x", "port 0"),
+    ],
+)
+def test_url_that_dns_or_tcp_cannot_carry_is_refused(url: str, message: str) -> None:
+    with pytest.raises(BadRequest, match=message):
+        check_url(url, allow_http=False, allow_cidrs=[])
+
+
+def test_longest_valid_host_name_is_accepted() -> None:
+    check_url("https://" + "a" * 63 + ".example.com./x", allow_http=False, allow_cidrs=[])
 
 
 def test_url_without_host_is_refused() -> None:

@@ -10,9 +10,8 @@ gateway is started with loopback *not* in `[egress] allow_cidrs`, and a real rec
 from __future__ import annotations
 
 import asyncio
-import socket
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -339,32 +338,6 @@ async def test_receiver_slower_than_the_hook_timeout_fails_the_attempt(
     (record,) = await sync_deliveries(gateway, hook["id"])
     assert [a["error"] for a in record["attempts"]] == ["timed out after 0.1s"]
     assert len(receiver.requests) == 1
-
-
-@pytest.fixture
-def unaccepted_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full: a new connect hangs until it times out."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    queued: list[socket.socket] = []
-    try:
-        for _ in range(8):
-            client = socket.socket()
-            client.settimeout(0.2)
-            queued.append(client)
-            try:
-                client.connect(("127.0.0.1", port))
-            except TimeoutError:
-                break
-        else:
-            pytest.skip("this network stack accepts connections beyond the listen backlog")
-        yield port
-    finally:
-        for client in queued:
-            client.close()
-        listener.close()
 
 
 async def test_connect_timeout_is_applied_before_the_hook_timeout(

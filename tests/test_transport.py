@@ -17,7 +17,7 @@ import socket
 import ssl
 import sys
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fakes import FakeResolver
 from multidict import CIMultiDict, CIMultiDictProxy
+from sockets import blackhole
 
 from gateway.errors import AnswerTimeout, BadRequest, ConnectTimeout, DestinationRefused, TransportError
 from gateway.metrics import Metrics
@@ -250,33 +251,6 @@ async def raw_server() -> AsyncIterator[RawServerFactory]:
     await asyncio.gather(*tasks, return_exceptions=True)
     for server in servers:
         await server.wait_closed()
-
-
-@pytest.fixture
-def unaccepted_port() -> Iterator[int]:
-    """A loopback port whose accept queue is full: a new connect hangs until it times out.
-    (The same as tests/test_network_policy.py's fixture of that name.)"""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    queued: list[socket.socket] = []
-    try:
-        for _ in range(8):
-            client = socket.socket()
-            client.settimeout(0.2)
-            queued.append(client)
-            try:
-                client.connect(("127.0.0.1", port))
-            except TimeoutError:
-                break
-        else:
-            pytest.skip("this network stack accepts connections beyond the listen backlog")
-        yield port
-    finally:
-        for client in queued:
-            client.close()
-        listener.close()
 
 
 # --- keep-alive ---------------------------------------------------------------------------
@@ -1095,7 +1069,8 @@ async def test_cancelled_post_closes_its_connection(
         await conn.wait_hangup()
 
     peer = await raw_server(first_never_answers)
-    task = asyncio.create_task(post(transport, peer.url))
+    # A long timeout, so the connection closing below is the cancel's doing, not the timer's.
+    task = asyncio.create_task(post(transport, peer.url, timeout_s=60.0))
     await until(lambda: len(peer.requests) == 1)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -1178,26 +1153,6 @@ def test_transport_runs_on_uvloop() -> None:
 # --- several addresses: Happy Eyeballs ------------------------------------------------------
 
 
-def _blackhole(host: str) -> tuple[socket.socket, list[socket.socket]]:
-    """A listener on `host` whose accept queue is full: a connect to it hangs."""
-    listener = socket.socket()
-    listener.bind((host, 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    queued: list[socket.socket] = []
-    for _ in range(8):
-        client = socket.socket()
-        client.settimeout(0.2)
-        queued.append(client)
-        try:
-            client.connect((host, port))
-        except TimeoutError:
-            return listener, queued
-    for s in [listener, *queued]:
-        s.close()
-    pytest.skip("this network stack accepts connections beyond the listen backlog")
-
-
 @linux_only
 async def test_an_address_that_hangs_does_not_keep_the_next_one_from_being_tried(
     make_transport: Callable[..., Transport],
@@ -1205,8 +1160,11 @@ async def test_an_address_that_hangs_does_not_keep_the_next_one_from_being_tried
     """A dual-stack host whose first address is unreachable (a blackholed IPv6, say): the
     second one is tried beside it and answers, well within the connect timeout that a
     one-after-the-other client would spend on the first address alone."""
-    listener, queued = _blackhole("127.0.0.2")
-    port = listener.getsockname()[1]
+    with blackhole("127.0.0.2") as port:
+        await _second_address_answers(make_transport, port)
+
+
+async def _second_address_answers(make_transport: Callable[..., Transport], port: int) -> None:
     answered: list[bytes] = []
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -1225,8 +1183,6 @@ async def test_an_address_that_hangs_does_not_keep_the_next_one_from_being_tried
     finally:
         server.close()
         await server.wait_closed()
-        for s in [listener, *queued]:
-            s.close()
 
 
 async def test_every_address_failing_names_each_of_them(make_transport: Callable[..., Transport]) -> None:
@@ -1241,3 +1197,241 @@ async def test_every_address_failing_names_each_of_them(make_transport: Callable
         await post(transport, f"http://gone.test:{ports[0]}/hook")
     assert "127.0.0.1" in info.value.message and "::1" in info.value.message
     assert info.value.unsent
+
+
+# --- review: adversarial cases ------------------------------------------
+
+
+async def test_cancel_after_the_answer_does_not_strand_the_next_post_on_the_connection(
+    transport: Transport, raw_server: RawServerFactory
+) -> None:
+    """A's answer arrives and its connection goes back to the pool; in the same turn of the
+    loop A is cancelled (a caller's timeout, shutdown) and B takes that connection. A's
+    cancellation must not take B's request with it: B still ends within its own timeout."""
+    peer = await raw_server(RawConn.serve)
+    first = asyncio.create_task(post(transport, peer.url, b"a"))
+    for _ in range(10_000):  # bounded: one turn of the loop per step
+        if transport.idle_connections == 1:
+            break
+        await asyncio.sleep(0)
+    assert transport.idle_connections == 1  # A's answer is in, A's task has not run since
+    assert not first.done()
+    first.cancel()  # too late to matter to A's request: it was answered
+    outcome: Answer | Exception
+    try:
+        async with asyncio.timeout(1.5):
+            outcome = await post(transport, peer.url, b"b", timeout_s=0.3)  # takes A's pooled connection
+    except TransportError as exc:
+        outcome = exc  # a failure within B's timeout would do; hanging past it would not
+    except TimeoutError as exc:
+        outcome = exc
+    assert not isinstance(outcome, TimeoutError), "B's post hung past its 0.3 s timeout"
+    with pytest.raises(asyncio.CancelledError):
+        await first
+
+
+async def test_endless_trailer_line_fails_like_an_endless_head(
+    transport: Transport, raw_server: RawServerFactory
+) -> None:
+    """After `0\\r\\n` come trailer fields, parsed like header lines. The head's limits (8190
+    bytes a line, 64 KiB in all) must hold there too: a receiver sending one trailer line that
+    never ends is cut off once past them, not read (and kept in memory) for the whole timeout."""
+    written: list[int] = []
+
+    async def endless_trailer(conn: RawConn) -> None:
+        await conn.read_request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: ")
+        for _ in range(64):  # 4 MiB at most, bounded
+            await conn.send(b"t" * 65536)
+            written.append(65536)
+        await conn.wait_hangup()
+
+    peer = await raw_server(endless_trailer)
+    with pytest.raises(TransportError) as info:
+        await post(transport, peer.url, timeout_s=0.5)
+    assert not isinstance(info.value, AnswerTimeout), f"read {sum(written)} trailer bytes, then timed out"
+
+
+async def test_trailer_fields_are_not_taken_as_answer_headers(
+    transport: Transport, raw_server: RawServerFactory
+) -> None:
+    """RFC 9110 6.5.1: a trailer field must not be merged into the header section. Deliveries
+    read `content-encoding`, `retry-after` and the rate-limit headers from `Answer.headers`."""
+
+    async def trailers(conn: RawConn) -> None:
+        await conn.serve(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n"
+                         b"Content-Encoding: gzip\r\nRetry-After: 3600\r\n\r\n")
+
+    peer = await raw_server(trailers)
+    answer = await post(transport, peer.url)
+    assert (answer.status, answer.body) == (200, b"ok")
+    assert "retry-after" not in answer.headers
+    assert "content-encoding" not in answer.headers
+
+
+@pytest.mark.parametrize(
+    "host", ["a..b.localhost", "a" * 64 + ".localhost"], ids=["empty-label", "long-label"]
+)
+async def test_unencodable_hostname_fails_as_a_transport_error(transport: Transport, host: str) -> None:
+    """`check_url` now refuses these names when a hook is saved, but a hook saved before that
+    may still hold one: `socket.getaddrinfo` refuses it before any lookup is sent (so no DNS
+    leaves here), and `attempt.send` promises never to raise for what a URL or the network does."""
+    url = f"http://{host}:9/hook"
+    with pytest.raises(BadRequest, match="invalid host name"):
+        target(url)
+    unchecked = Target(url=url, host=host, port=9, tls=False, head=b"POST /hook HTTP/1.1\r\nHost: x\r\n")
+    with pytest.raises(TransportError, match="cannot resolve") as info:
+        # the default resolver: aiohttp's ThreadedResolver
+        await transport.post(unchecked, b"{}", {}, timeout_s=5.0, body_cap=1024)
+    assert info.value.unsent
+
+
+async def test_close_while_connecting_fails_the_post_and_sends_nothing(
+    make_transport: Callable[..., Transport], raw_server: RawServerFactory
+) -> None:
+    resolving = asyncio.Event()
+    release = asyncio.Event()
+
+    class HeldResolver(FakeResolver):
+        async def resolve(
+            self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+        ) -> list[ResolveResult]:
+            resolving.set()
+            async with asyncio.timeout(2):
+                await release.wait()
+            return await super().resolve(host, port, family)
+
+    peer = await raw_server(RawConn.serve)
+    transport = make_transport(resolver=HeldResolver({"held.test": ["127.0.0.1"]}))
+    task = asyncio.create_task(post(transport, f"http://held.test:{peer.port}/hook", timeout_s=0.5))
+    async with asyncio.timeout(1):
+        await resolving.wait()
+    await transport.close()  # "requests in flight fail"
+    release.set()
+    try:
+        outcome: Answer | TransportError = await task
+    except TransportError as exc:
+        outcome = exc
+    assert isinstance(outcome, TransportError), f"a post in flight at close() got {outcome!r}"
+    assert peer.requests == []  # nothing sent after close()
+
+
+def _untrusted_server_context() -> ssl.SSLContext:
+    """A server context whose certificate (for localhost) no client context here trusts."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path, key_path = Path(tmp) / "c.pem", Path(tmp) / "k.pem"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+@linux_only
+async def test_race_winner_is_closed_when_another_address_refuses_its_certificate(
+    make_transport: Callable[..., Transport], certificate: Certificate
+) -> None:
+    """Two addresses for localhost, one presenting a trusted certificate and one an untrusted
+    one. A relay in front of both holds the servers' first TLS flight until both have one and
+    then passes both on at once, so both handshakes end in the same turn of the client's loop.
+    `_race` then raises the certificate error; the connection that did succeed must be closed.
+    (Which of the two `_race` looks at first depends on set order: several rounds.)"""
+    import contextlib
+
+    good_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    good_ctx.load_cert_chain(certificate.cert, certificate.key)
+    bad_ctx = _untrusted_server_context()
+
+    async def tls_backend(context: ssl.SSLContext) -> tuple[asyncio.Server, int]:
+        async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                await reader.read(65536)
+            writer.close()
+
+        server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
+        return server, server.sockets[0].getsockname()[1]
+
+    good_backend, good_port = await tls_backend(good_ctx)
+    bad_backend, bad_port = await tls_backend(bad_ctx)
+    open_to_good: set[asyncio.StreamWriter] = set()
+    tasks: set[asyncio.Task[None]] = set()
+    servers: list[asyncio.Server] = [good_backend, bad_backend]
+
+    def relay_to(backend_port: int, good: bool, round_: dict[str, Any]) -> Callable[..., Awaitable[None]]:
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            tasks.add(asyncio.current_task())  # type: ignore[arg-type]
+            if good:
+                open_to_good.add(writer)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend_port)
+
+            async def client_to_server() -> None:
+                while data := await reader.read(65536):
+                    up_writer.write(data)
+                up_writer.close()
+
+            pump = asyncio.create_task(client_to_server())
+            try:
+                first = await up_reader.read(65536)  # the server's first flight: held
+                round_["held"].append((writer, first))
+                if len(round_["held"]) == 2:
+                    for w, data in round_["held"]:  # both at once, in one step
+                        w.write(data)
+                while data := await up_reader.read(65536):
+                    writer.write(data)
+                await reader.read()  # until the client closes
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                pump.cancel()
+                up_writer.close()
+                writer.close()
+                if good:
+                    open_to_good.discard(writer)
+
+        return relay
+
+    leaked_rounds = 0
+    try:
+        for _ in range(8):
+            round_: dict[str, Any] = {"held": []}
+            bad_relay = await asyncio.start_server(relay_to(bad_port, False, round_), "127.0.0.2", 0)
+            port = bad_relay.sockets[0].getsockname()[1]
+            good_relay = await asyncio.start_server(relay_to(good_port, True, round_), "127.0.0.1", port)
+            servers += [bad_relay, good_relay]
+            transport = make_transport(
+                resolver=FakeResolver({"localhost": ["127.0.0.2", "127.0.0.1"]}),
+                ssl_context=ssl.create_default_context(cafile=certificate.cert),
+            )
+            with pytest.raises(TransportError, match="certificate"):
+                await post(transport, f"https://localhost:{port}/hook", timeout_s=2.0)
+            await transport.close()
+            with contextlib.suppress(AssertionError):
+                await until(lambda: not open_to_good, timeout=0.3)
+            if open_to_good:
+                leaked_rounds += 1
+                for w in list(open_to_good):
+                    w.transport.abort()
+                open_to_good.clear()
+            bad_relay.close()
+            good_relay.close()
+    finally:
+        for server in servers:
+            server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert leaked_rounds == 0, f"the winning connection was left open in {leaked_rounds} of 8 rounds"

@@ -15,7 +15,6 @@ that was checked. Checked answers are reused for `DNS_CACHE_TTL_S`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import ssl
 import time
@@ -86,6 +85,9 @@ class Transport:
             self._metrics.resent.inc()
         conn = await self._connect(target, timeout_s - (time.monotonic() - started), timeout_s,
                                    again=conn is not None)
+        if self._closed:  # closed while this request was connecting: it must not go out now
+            conn.close()
+            raise TransportError("the outbound client is closed", unsent=True)
         left = timeout_s - (time.monotonic() - started)
         if left <= 0:
             conn.close()
@@ -115,7 +117,10 @@ class Transport:
         try:
             return await waiter
         except asyncio.CancelledError:
-            conn.abort()  # mid-request: the connection's state is unknown
+            # Mid-request, the connection's state is unknown: drop it. If the answer had come
+            # already, the connection is back in the pool, maybe carrying another request now.
+            if waiter.cancelled() or not waiter.done():  # cancelling the task cancels the waiter too
+                conn.abort()
             raise
 
     def _checkout(self, key: tuple[str, int, bool]) -> Connection | None:
@@ -216,14 +221,17 @@ class Transport:
                             task.result().close()
                     elif isinstance(exc, _DialFailed):
                         failures.append(str(exc))
-                    else:
-                        raise exc  # a certificate refused: no other address will do better
+                    else:  # a certificate refused: no other address will do better
+                        if winner is not None:
+                            winner.close()
+                        raise exc
         finally:
             for task in running:
                 task.cancel()
-            for task in running:  # one may have connected before it saw the cancel
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    (await task).close()
+            if running:  # one may have connected before it saw the cancel; a cancel of ours propagates
+                for late in await asyncio.gather(*running, return_exceptions=True):
+                    if isinstance(late, Connection):
+                        late.close()
         if winner is None:
             raise _cannot_connect(target, failures)
         return winner
@@ -258,8 +266,9 @@ class Transport:
             results = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
         except DestinationRefused:
             raise
-        except OSError as exc:
-            raise TransportError(f"cannot resolve {host}: {exc.strerror or exc}", unsent=True) from None
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec refuses
+            why = getattr(exc, "strerror", None) or exc
+            raise TransportError(f"cannot resolve {host}: {why}", unsent=True) from None
         if not results:
             raise TransportError(f"cannot resolve {host}: no addresses", unsent=True)
         if len(self._dns) > 4096:

@@ -21,6 +21,7 @@ from ..errors import AnswerTimeout, TransportError
 MAX_LINE_SIZE = 8190  # bytes in the status line or in one header line
 MAX_HEAD_BYTES = 64 * 1024  # bytes of the whole answer head (status line and headers)
 MAX_HEADERS = 128  # header lines in one answer
+CHUNK_FRAMING_BYTES = 64  # allowed per chunk for its size line and extensions
 
 
 @dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
@@ -48,6 +49,8 @@ class Connection(asyncio.Protocol):
         self._timeout_s = 0.0
         self._cap = 0
         self._received = 0  # bytes of the current answer's head and body so far
+        self._body_seen = 0  # body bytes parsed, past the cap too
+        self._chunks = 0
         self._answered = False  # any byte came back for the current request (interim answers too)
         self._keep_alive = False
         self._extra = False  # bytes came after the complete answer: the connection is out of step
@@ -84,15 +87,20 @@ class Connection(asyncio.Protocol):
             return
         if self._complete:  # settled only now: bytes after the answer must not reach the pool
             self._settle(keep_alive=self._keep_alive and not self._extra)
-        elif not self._head_done and self._received > MAX_HEAD_BYTES:
-            self._fail(TransportError(f"answer head longer than {MAX_HEAD_BYTES} bytes"))
+        elif not self._head_done:
+            if self._received > MAX_HEAD_BYTES:
+                self._fail(TransportError(f"answer head longer than {MAX_HEAD_BYTES} bytes"))
+        elif self._received - self._body_seen > 2 * MAX_HEAD_BYTES + CHUNK_FRAMING_BYTES * self._chunks:
+            # Bytes that are neither head nor body: chunk sizes, extensions, trailer fields. The
+            # parser buffers an unfinished line, so an endless one must be stopped here.
+            self._fail(TransportError("answer has too much chunk framing or too many trailer bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
         self._on_lost(self)
         if self._waiter is None:
             return
-        if self._head_done and not self._complete and self._delimited_by_close():
+        if exc is None and self._head_done and not self._complete and self._delimited_by_close():
             self._complete = True
             self._settle(keep_alive=False)
             return
@@ -120,6 +128,10 @@ class Connection(asyncio.Protocol):
         if self._waiter is None or self._complete:
             return
         self._header_count += 1
+        if self._head_done:  # a trailer field of a chunked body: counted, never an answer header
+            if self._header_count > 2 * MAX_HEADERS:
+                self._fail(TransportError(f"answer has more than {MAX_HEADERS} trailer lines"))
+            return
         if len(name) + len(value) + 4 > MAX_LINE_SIZE:
             self._fail(TransportError(f"answer header line longer than {MAX_LINE_SIZE} bytes"))
             return
@@ -137,9 +149,13 @@ class Connection(asyncio.Protocol):
         self._head_done = True
         self._status = self._parser.get_status_code()
 
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
     def on_body(self, body: bytes) -> None:
         if self._waiter is None or self._complete:
             return
+        self._body_seen += len(body)
         room = self._cap - self._size
         if len(body) > room:  # past the cap: keep what fits, stop reading, drop the connection
             if room > 0:
@@ -190,15 +206,20 @@ class Connection(asyncio.Protocol):
             self._fail(TransportError("connection closed"))
 
     def abort(self) -> None:
+        """Drop the connection at once: its request was cancelled (and so is its answer)."""
+        waiter, self._waiter = self._waiter, None
+        self._cancel_timer()
         if self._transport is not None:
             self._transport.abort()
-        self._waiter = None
-        self._cancel_timer()
+        if waiter is not None:
+            waiter.cancel()
 
     # -- internals -------------------------------------------------------------------------
 
     def _reset_answer(self) -> None:
         self._received = 0
+        self._body_seen = 0
+        self._chunks = 0
         self._head_done = False
         self._status = 0
         self._headers = {}
@@ -208,9 +229,12 @@ class Connection(asyncio.Protocol):
         self._complete = False
 
     def _delimited_by_close(self) -> bool:
-        """An answer with neither a length nor chunks ends when the receiver closes."""
-        return "content-length" not in self._headers and "chunked" not in self._headers.get(
-            "transfer-encoding", "").lower()
+        """An answer with neither a length nor chunked as its last coding ends when the
+        receiver closes (RFC 9112, 6.3)."""
+        if "content-length" in self._headers and "transfer-encoding" not in self._headers:
+            return False
+        codings = self._headers.get("transfer-encoding", "").lower().split(",")
+        return codings[-1].strip() != "chunked"
 
     def _on_timeout(self) -> None:
         self._timer = None
