@@ -15,6 +15,7 @@ import gzip
 import ipaddress
 import socket
 import ssl
+import struct
 import sys
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -398,6 +399,25 @@ async def test_answer_delimited_by_connection_close(
         assert (answer.status, answer.body, answer.truncated) == (200, body, False)
         assert transport.idle_connections == 0
     assert peer.accepts == 2
+
+
+async def test_answer_delimited_by_close_but_reset_is_not_taken_as_complete(
+    transport: Transport, raw_server: RawServerFactory
+) -> None:
+    """A reset is not the end of a close-delimited body: what came may be only part of it."""
+
+    async def resets_midway(conn: RawConn) -> None:
+        await conn.read_request()
+        await conn.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{\"status\":")
+        await asyncio.sleep(0.05)
+        sock = conn.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.writer.transport.abort()  # with a zero linger time: a reset, not a FIN
+
+    peer = await raw_server(resets_midway)
+    with pytest.raises(TransportError, match="in the middle of the answer") as info:
+        await post(transport, peer.url)
+    assert not info.value.unsent
 
 
 async def test_connection_close_answer_is_not_pooled(transport: Transport, receiver: ReceiverFactory) -> None:
