@@ -4,12 +4,16 @@ and can be taken over, attempt numbering, release on shutdown, and the purge."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
+import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from gateway.store.database import WRITER_NICE
 from gateway.store.models import Attempt, Outcome
 from gateway.store.sqlite import CLAIM_SQL, SqliteStore
 
@@ -169,3 +173,16 @@ async def test_concurrent_writes_share_transactions(store: SqliteStore) -> None:
     before = store.db.batches
     await asyncio.gather(*(ingest(store, 1, now=T0 + i) for i in range(100)))
     assert store.db.batches - before < 25
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
+async def test_the_writer_thread_runs_below_the_event_loop(store: SqliteStore) -> None:
+    """The writer shares a core with the event loop; a login request must not wait behind a
+    batch of records, so the writer's scheduling priority is the lower one."""
+
+    def niceness(_: sqlite3.Connection) -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    writer = await store.db.write(niceness)
+    loop_thread = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert writer == min(19, loop_thread + WRITER_NICE) and writer > loop_thread

@@ -10,8 +10,11 @@ proceed beside the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +26,26 @@ log = logging.getLogger("gateway.store")
 
 T = TypeVar("T")
 MAX_BATCH = 1000  # writes per transaction
+
+
+WRITER_NICE = 5  # added to the writer thread's nice value (Linux): it yields to the event loop
+
+
+def _background_priority() -> None:
+    """Lower the writer thread's scheduling priority (Linux keeps a nice value per thread).
+
+    The writer shares its core with the event loop. A batch of records of blocking calls takes
+    a millisecond or two of SQLite; at the same priority the scheduler splits the core between
+    the two threads, and a login request arriving meanwhile waits: measured in bench/, the p99
+    of a blocking call at concurrency 1 went from ~2.0 ms to ~1.0 ms with the writer at nice 5,
+    with ingest and end-to-end delivery rates unchanged within the noise. The loop waits for
+    the writer only where it must (a 202 after its commit), so the writer still gets the time
+    it needs; under saturation its batches simply grow."""
+    if sys.platform != "linux":
+        return
+    tid = threading.get_native_id()
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + WRITER_NICE))
 
 
 def sqlite_path(url: str) -> str:
@@ -99,7 +122,9 @@ class Database:
         self.path = path
         self._busy = busy_timeout_s
         self._sync = synchronous
-        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="db-writer")
+        self._writer_pool = ThreadPoolExecutor(
+            1, thread_name_prefix="db-writer", initializer=_background_priority
+        )
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="db-reader")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
