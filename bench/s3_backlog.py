@@ -20,6 +20,7 @@ POLL_S = 0.1
 
 
 SPAN = (2_000, 9_000)  # the like-for-like span: the 2,000th to the 9,000th delivery
+SMALL_DRAINS = 3  # the small backlog's figure is the median of this many drains
 
 
 @dataclass
@@ -47,7 +48,12 @@ def run(ctx: Context) -> Section:
     section = Section("3", f"Backlog: draining {small:,} and {large:,} pending deliveries on SQLite")
     recv, recv_base = peers.start_receiver(ctx, wd)
     try:
-        drains = [_drain(ctx, wd / f"n{n}", recv_base, n, warm_s, window_s) for n in (small, large)]
+        # The small backlog drains in under a second, so one drain is at the mercy of whatever
+        # else runs on the machine in that second: its figure is the median of a few drains.
+        smalls = [_drain(ctx, wd / f"n{small}-{i}", recv_base, small, warm_s, window_s)
+                  for i in range(SMALL_DRAINS)]
+        median = sorted(smalls, key=lambda d: d.span_ms)[len(smalls) // 2]
+        drains = [median, _drain(ctx, wd / f"n{large}", recv_base, large, warm_s, window_s)]
     finally:
         recv.stop()
     section.headers = ["backlog", "insert (pre-step)", "db file", "start to 1st delivery",
@@ -78,10 +84,11 @@ def run(ctx: Context) -> Section:
         f"one event and one delivery per row, one enabled hook (maxConcurrency={MAX_CONCURRENCY}), "
         "workers and batch at their defaults; the pre-step is one transaction of executemany with "
         "synchronous=OFF",
-        f"times are arrival times at the receiver. The {small:,} backlog drains in a few seconds, so its "
-        f"figure is the span from the {SPAN[0]:,}th to the {SPAN[1]:,}th delivery; the {large:,} backlog is "
-        f"measured over the same span and over a {window_s:.0f} s window starting {warm_s:.0f} s after its "
-        "first delivery; the target compares the steady window with the small backlog's span",
+        f"times are arrival times at the receiver. The {small:,} backlog drains in about a second, so its "
+        f"figure is the span from the {SPAN[0]:,}th to the {SPAN[1]:,}th delivery, the median of "
+        f"{SMALL_DRAINS} drains ({', '.join(f'{d.span_ms:.3f}' for d in smalls)} ms); the {large:,} backlog "
+        f"is measured over the same span and over a {window_s:.0f} s window starting {warm_s:.0f} s after "
+        "its first delivery; the target compares the steady window with the small backlog's span",
     ]
     return section
 
