@@ -39,7 +39,7 @@ class Metrics:
         )
         self.resent = Counter(
             "gateway_outbound_resent_total",
-            "Requests sent again on a new connection: the pooled one was closed before it was read",
+            "Requests sent again on a new connection: the pooled one was closed before it answered",
             registry=r,
         )
         self.idle = Gauge("gateway_outbound_idle_connections", "Kept-alive connections to receivers, idle",
