@@ -81,7 +81,6 @@ def create_app(
             transport,
             clock=clock,
             sleep=seams.get("sleep", asyncio.sleep),
-            allow_cidrs=svc.egress_allow,
             metrics=svc.metrics,
         )
         app[INVOKER] = inv

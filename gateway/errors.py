@@ -116,7 +116,8 @@ class DestinationRefused(GatewayError):
 
 class TransportError(GatewayError):
     """An outbound request failed below HTTP: no connection, or an answer that is not HTTP.
-    `unsent` is true when the request cannot have reached the receiver's application."""
+    `unsent`: no byte of an answer came and the request may go again on a new connection (it
+    never left, or a kept-alive connection was closed by the receiver before it answered)."""
 
     def __init__(self, message: str, *, unsent: bool = False) -> None:
         super().__init__(message)

@@ -54,7 +54,6 @@ class Invoker:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        allow_cidrs: Any = (),
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
@@ -63,7 +62,6 @@ class Invoker:
         self._transport = transport_getter
         self.clock = clock
         self.sleep = sleep
-        self.allow_cidrs = allow_cidrs
         self._in_flight: dict[str, int] = {}
         self._records: list[SyncRecord] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -194,8 +192,6 @@ class Invoker:
             request_headers(live, delivery_id, body, now),
             timeout_s=min(hook_timeout, left),
             body_cap=MAX_SYNC_BODY_BYTES,
-            allow_http=self.settings.egress.allow_http,
-            allow_cidrs=self.allow_cidrs,
             clock=self.clock,
         )
         attempts.append(result)

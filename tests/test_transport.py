@@ -1455,3 +1455,17 @@ async def test_race_winner_is_closed_when_another_address_refuses_its_certificat
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     assert leaked_rounds == 0, f"the winning connection was left open in {leaked_rounds} of 8 rounds"
+
+
+async def test_the_client_checks_urls_against_its_own_policy(
+    make_transport: Callable[..., Transport],
+) -> None:
+    """The client that enforces the guard at connect time also owns the URL rules, so every
+    caller checks a hook's URL against the same policy."""
+    strict = make_transport(allow_cidrs=[])
+    with pytest.raises(BadRequest, match="url must use https"):
+        strict.target("http://hooks.example.com/x")
+    with pytest.raises(BadRequest, match="not allowed"):
+        strict.target("https://127.0.0.1/x")
+    lenient = make_transport(allow_http=True)  # and loopback allowed, as make_transport does
+    assert lenient.target("http://127.0.0.1:8080/x?a=1").head.startswith(b"POST /x?a=1 HTTP/1.1\r\n")

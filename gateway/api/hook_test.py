@@ -50,8 +50,6 @@ async def test_hook(request: web.Request) -> web.Response:
         request_headers(live, ids.new_id("test", now=now), payload, now),
         timeout_s=live.hook.timeout_ms / 1000.0,
         body_cap=MAX_SYNC_BODY_BYTES,
-        allow_http=svc.settings.egress.allow_http,
-        allow_cidrs=svc.egress_allow,
         clock=svc.clock,
     )
     parsed, error = _read_answer(result.ok, result.status_code, result.content_type, result.body)

@@ -19,6 +19,7 @@ async def transport_context(app: web.Application) -> AsyncIterator[None]:
     svc = app[SERVICES]
     egress = svc.settings.egress
     transport = Transport(
+        allow_http=egress.allow_http,
         allow_cidrs=svc.egress_allow,
         resolver=svc.extras.get("resolver"),
         source_address=egress.source_address,
@@ -42,7 +43,7 @@ async def workers_context(app: web.Application) -> AsyncIterator[None]:
 
     engine = DeliveryEngine(
         svc.settings, svc.store, svc.registry, transport, clock=svc.clock,
-        rng=svc.extras.get("rng"), allow_cidrs=svc.egress_allow, metrics=svc.metrics,
+        rng=svc.extras.get("rng"), metrics=svc.metrics,
     )
     app[ENGINE] = engine
     if svc.extras.get("start_workers", True):

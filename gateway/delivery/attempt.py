@@ -13,10 +13,9 @@ from typing import Any
 from .. import points
 from ..egress import MAX_STORED_BODY_BYTES
 from ..errors import AnswerTimeout, ApiError, ConnectTimeout, DestinationRefused, TransportError
-from ..peers import Cidrs
 from ..registry import LiveHook
 from ..store.models import Attempt
-from ..transport import Target, Transport
+from ..transport import Transport
 from .schedule import RateLimitInfo, parse_rate_limit, parse_retry_after
 
 _NO_RATE_LIMIT = RateLimitInfo(None, None, None)
@@ -87,8 +86,6 @@ async def send(
     *,
     timeout_s: float,
     body_cap: int,
-    allow_http: bool,
-    allow_cidrs: Any,
     clock: Callable[[], float] = time.time,
 ) -> AttemptResult:
     """POST once; never raises for anything the receiver or network does."""
@@ -101,8 +98,7 @@ async def send(
     retry_after: float | None = None
     error: str | None = None
     try:
-        cidrs = allow_cidrs if isinstance(allow_cidrs, Cidrs) else Cidrs(allow_cidrs)
-        target = Target.of(url, allow_http=allow_http, allow_cidrs=cidrs)
+        target = transport.target(url)  # BadRequest when the URL's policy check refuses it
         answer = await transport.post(target, body, headers, timeout_s=timeout_s, body_cap=body_cap)
         status = answer.status
         data = answer.body

@@ -48,7 +48,6 @@ class DeliveryEngine:
         *,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        allow_cidrs: Any = (),
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
@@ -61,7 +60,6 @@ class DeliveryEngine:
         self.wait = wait_schedule_jitter(self.cfg.retry_schedule, self.cfg.jitter, rng)
         self.pauses = Pauses(store, clock=clock)
         self.limits = HookLimits()
-        self.allow_cidrs = allow_cidrs
         self.owner = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._wakes: list[asyncio.Event] = []
         self._stopping = False
@@ -275,8 +273,6 @@ class DeliveryEngine:
             headers,
             timeout_s=live.hook.timeout_ms / 1000.0,
             body_cap=ANSWER_MAX_BYTES,
-            allow_http=self.settings.egress.allow_http,
-            allow_cidrs=self.allow_cidrs,
             clock=self.clock,
         )
 

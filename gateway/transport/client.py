@@ -24,8 +24,9 @@ from typing import Any
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from ..egress import DNS_CACHE_TTL_S, GuardedResolver, IPNetwork
-from ..errors import AnswerTimeout, ConnectTimeout, DestinationRefused, TransportError
+from ..errors import AnswerTimeout, ConnectTimeout, TransportError
 from ..metrics import Metrics
+from ..peers import Cidrs
 from .connection import Answer, Connection
 from .target import Target
 
@@ -40,6 +41,7 @@ class Transport:
     def __init__(
         self,
         *,
+        allow_http: bool = False,
         allow_cidrs: Sequence[IPNetwork] = (),
         resolver: AbstractResolver | None = None,
         source_address: str | None = None,
@@ -49,7 +51,9 @@ class Transport:
         clock: Any = time.monotonic,
         metrics: Metrics | None = None,
     ) -> None:
-        self._resolver = GuardedResolver(allow_cidrs=allow_cidrs, inner=resolver)
+        self._allow_http = allow_http
+        self._cidrs = allow_cidrs if isinstance(allow_cidrs, Cidrs) else Cidrs(allow_cidrs)
+        self._resolver = GuardedResolver(allow_cidrs=self._cidrs, inner=resolver)
         self._local_addr = (source_address, 0) if source_address is not None else None
         self.connect_timeout_s = connect_timeout_s
         self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
@@ -61,6 +65,11 @@ class Transport:
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self._metrics = metrics or Metrics()
+
+    def target(self, url: str) -> Target:
+        """`url` checked against this client's policy (scheme, user-info, literal addresses);
+        `BadRequest` if refused. Cached per URL."""
+        return Target.of(url, allow_http=self._allow_http, allow_cidrs=self._cidrs)
 
     async def post(self, target: Target, body: bytes, headers: Mapping[str, str] | bytes, *,
                    timeout_s: float, body_cap: int) -> Answer:
@@ -80,8 +89,8 @@ class Transport:
             except TransportError as exc:
                 if not exc.unsent:
                     raise
-            # The pooled connection had been closed by the receiver before it read the request:
-            # nothing reached it, so the request goes again on a new connection.
+            # The pooled connection was closed by the receiver before it answered (it had closed
+            # it as idle just as the request went out): the request goes again on a new one.
             self._metrics.resent.inc()
         conn = await self._connect(target, timeout_s - (time.monotonic() - started), timeout_s,
                                    again=conn is not None)
@@ -155,9 +164,11 @@ class Transport:
         self._sweeper = None
         oldest = self._clock() - self._keepalive_s
         for key, idle in list(self._idle.items()):
-            keep = [c for c in idle if c.idle_since > oldest and c.usable]
+            keep = []
             for conn in idle:
-                if conn not in keep:
+                if conn.idle_since > oldest and conn.usable:
+                    keep.append(conn)
+                else:
                     conn.close()
             if keep:
                 self._idle[key] = keep
@@ -262,10 +273,8 @@ class Transport:
         cached = self._dns.get((host, port))
         if cached is not None and cached[0] > now:
             return cached[1]
-        try:
+        try:  # DestinationRefused passes through
             results = await self._resolver.resolve(host, port, family=socket.AF_UNSPEC)
-        except DestinationRefused:
-            raise
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec refuses
             why = getattr(exc, "strerror", None) or exc
             raise TransportError(f"cannot resolve {host}: {why}", unsent=True) from None
