@@ -39,13 +39,14 @@ BASE_HEADERS = {"Content-Type": "application/json", "User-Agent": USER_AGENT, "A
 @dataclass(frozen=True, slots=True)
 class LiveHook:
     hook: Hook
-    headers: dict[str, str]  # secret headers, Authorization for auth0-extension-secret
     signer: Signer
-    head: bytes = b""  # BASE_HEADERS and `headers` as request header lines, rendered once
+    # BASE_HEADERS and the hook's secret headers (Authorization for auth0-extension-secret) as
+    # request header lines, rendered once per load
+    head: bytes
 
     @classmethod
     def build(cls, hook: Hook, headers: dict[str, str], signer: Signer) -> LiveHook:
-        return cls(hook=hook, headers=headers, signer=signer, head=header_lines({**BASE_HEADERS, **headers}))
+        return cls(hook=hook, signer=signer, head=header_lines({**BASE_HEADERS, **headers}))
 
 
 @dataclass(slots=True)

@@ -207,8 +207,7 @@ class Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection at once: its request was cancelled (and so is its answer)."""
-        waiter, self._waiter = self._waiter, None
-        self._cancel_timer()
+        waiter = self._detach()
         if self._transport is not None:
             self._transport.abort()
         if waiter is not None:
@@ -240,14 +239,16 @@ class Connection(asyncio.Protocol):
         self._timer = None
         self._fail(AnswerTimeout(f"timed out after {self._timeout_s:g}s"))
 
-    def _cancel_timer(self) -> None:
+    def _detach(self) -> asyncio.Future[Answer] | None:
+        """The pending request's future, taken off the connection, and its timer stopped."""
+        waiter, self._waiter = self._waiter, None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        return waiter
 
     def _settle(self, *, keep_alive: bool, truncated: bool = False) -> None:
-        waiter, self._waiter = self._waiter, None
-        self._cancel_timer()
+        waiter = self._detach()
         if waiter is None or waiter.done():
             return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -266,8 +267,7 @@ class Connection(asyncio.Protocol):
         waiter.set_result(answer)
 
     def _fail(self, exc: TransportError) -> None:
-        waiter, self._waiter = self._waiter, None
-        self._cancel_timer()
+        waiter = self._detach()
         if self._transport is not None:
             self._transport.close()
         if waiter is not None and not waiter.done():
