@@ -1,7 +1,7 @@
 """The pre-step of the backlog scenario: pending deliveries written straight into the SQLite
 file, one event and one delivery each, due now, in one transaction.
 
-The rows match gateway/store/migrations/001_init.sql. `synchronous=OFF` and an in-memory
+The rows match gateway/store/migrations/ (001_init.sql, and 005's lanes). `synchronous=OFF` and an in-memory
 rollback journal are for this pre-step only; the gateway opens the file with its own settings.
 """
 
@@ -50,6 +50,8 @@ def insert(db_path: Path, *, tenant: str, hook_id: str, count: int) -> float:
                                                    strict=True))
             ),
         )
+        # The hook's lane is due (gateway/store/sqlite/lanes.py), as the gateway's ingest leaves it.
+        conn.execute("UPDATE hooks SET next_due = ? WHERE id = ?", (now - 1.0, hook_id))
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode=WAL")
     finally:

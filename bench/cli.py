@@ -1,7 +1,8 @@
-"""`python -m bench [--quick] [--scenario N]... [--profile | --no-profile] [--output FILE]`.
+"""`python -m bench [--quick] [--scenario N]... [--profile | --no-profile] [--output FILE] [--update]`.
 
 A full run (all scenarios, not --quick) rewrites docs/BENCHMARKS.md and profiles the gateway
-when py-spy is installed; a partial or quick run only prints, unless --output is given.
+when py-spy is installed; a partial or quick run only prints, unless --output is given, or
+--update, which replaces only the scenarios run on the existing page and keeps the rest.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import report, s1_blocking, s2_async, s3_backlog, s4_ratelimit
+from . import report, s1_blocking, s2_async, s3_backlog, s4_ratelimit, s5_noisy
 from .procs import Pinning
 from .profile import py_spy
 from .results import Context, Section, Target
@@ -30,6 +31,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], Section]]] = {
     "2": ("asynchronous ingest and end to end", s2_async.run),
     "3": ("backlog drain", s3_backlog.run),
     "4": ("receiver rate limit", s4_ratelimit.run),
+    "5": ("noisy neighbour", s5_noisy.run),
 }
 
 
@@ -47,6 +49,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     p.add_argument("--output", type=Path,
                    help=f"write the markdown report here (default for a full run: {DOC})")
+    p.add_argument("--update", action="store_true",
+                   help=f"replace only the scenarios run (their sections and targets) on the existing page "
+                   f"(--output, default {DOC}); every other figure stays")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help=f"only render the markdown again from a saved run (default output: {DOC})")
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pin = Pinning.detect(enabled=not args.no_pin)
     pin.pin_self()
-    output = args.output or (DOC if full else None)
+    output = args.output or (DOC if full or args.update else None)
     command = " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     machine = report.machine()
     print(f"bench: {machine['cores']} cores, {machine['cpu']}; {pin.describe()}")
@@ -115,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine_info": machine}
     report.save(SAVED, sections, **meta)
     print(f"bench: figures saved in {SAVED} (re-render with --render {SAVED})")
-    if output is not None:
+    if output is not None and args.update and output.exists():
+        output.write_text(report.splice(output.read_text(), sections, command=command, started=started))
+        print(f"bench: updated scenario(s) {', '.join(chosen)} in {output}")
+    elif output is not None:
         analysis = ANALYSIS.read_text() if ANALYSIS.exists() else ""
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(report.markdown(sections, analysis=analysis, **meta))  # type: ignore[arg-type]

@@ -97,8 +97,8 @@ class Gateway:
     def token(self, scopes: tuple[str, ...], tenant: str | None = TENANT) -> str:
         return mint(self.settings(), tenant=tenant, scopes=scopes, ttl_s=TOKEN_TTL_S)
 
-    def service_header(self) -> str:
-        return f"Authorization: Bearer {self.token((SCOPE_FORWARD,))}"
+    def service_header(self, tenant: str = TENANT) -> str:
+        return f"Authorization: Bearer {self.token((SCOPE_FORWARD,), tenant=tenant)}"
 
     def _call(self, method: str, path: str, token: str, body: Any) -> Any:
         req = urllib.request.Request(  # noqa: S310 - loopback URL we built
@@ -112,8 +112,8 @@ class Gateway:
         operator = self.token((SCOPE_ADMIN,), tenant=None)
         self._call("POST", "/api/v2/tenants", operator, {"id": tenant, "name": tenant})
 
-    def create_hook(self, trigger: str, url: str, **fields: Any) -> dict[str, Any]:
-        token = self.token((SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE))
+    def create_hook(self, trigger: str, url: str, tenant: str = TENANT, **fields: Any) -> dict[str, Any]:
+        token = self.token((SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE), tenant=tenant)
         body = {"name": f"bench {trigger}", "triggerId": trigger, "url": url, "enabled": True, **fields}
         hook: dict[str, Any] = self._call("POST", "/api/v2/hooks", token, body)
         return hook

@@ -13,12 +13,17 @@ from .results import Context
 
 
 def start_receiver(ctx: Context, workdir: Path, *, rate: float = 0.0, burst: int = 100,
-                   name: str = "receiver") -> tuple[Proc, str]:
+                   name: str = "receiver", hang_s: float = 0.0, mark: str = "") -> tuple[Proc, str]:
+    """See bench/receiver.py for `rate`, `hang_s` (paths under /hang) and `mark`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = [sys.executable, "-m", "bench.receiver", "--port", str(port)]
     if rate > 0:
         args += ["--rate", str(rate), "--burst", str(burst)]
+    if hang_s > 0:
+        args += ["--hang", str(hang_s)]
+    if mark:
+        args += ["--mark", mark]
     proc = spawn(name, args, core=ctx.pin.peer_core, log_dir=workdir)
     base = f"http://127.0.0.1:{port}"
     proc.wait_http(f"{base}/stats")
@@ -59,3 +64,10 @@ def arrival(base: str, *indexes: int) -> list[float | None]:
 def arrived_between(base: str, since: float, until: float) -> int:
     with urllib.request.urlopen(f"{base}/times?since={since!r}&until={until!r}", timeout=5.0) as resp:  # noqa: S310
         return int(json.loads(resp.read())["count"])
+
+
+def marks(base: str) -> dict[int, float]:
+    """First arrival (unix seconds) of each marked number (a receiver started with `mark`)."""
+    with urllib.request.urlopen(f"{base}/marks", timeout=5.0) as resp:  # noqa: S310 - loopback
+        data = json.loads(resp.read())
+    return {int(k): float(v) for k, v in data.items()}

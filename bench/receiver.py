@@ -4,14 +4,21 @@
 that rate-limits the gateway with a token bucket: `X-RateLimit-Limit/Remaining/Reset` on every
 answer (Reset: seconds until the bucket is full again), `429` with `Retry-After` when empty.
 `GET /stats` answers the counts; `POST /reset` zeroes them.
+
+For the noisy-neighbour scenario: with `--hang S` a POST to a path under `/hang` gets no answer
+for S seconds (the handler is cancelled when the caller closes the connection); with `--mark P`
+the arrival of the first request whose body holds `P` and digits is kept by that number,
+answered by `GET /marks`.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import bisect
 import json
 import math
+import re
 import time
 from array import array
 
@@ -20,6 +27,8 @@ from aiohttp import web
 ANSWER = json.dumps({"status": "success", "data": {"scope": ["read", "write"]}}).encode()
 STATS = web.AppKey("stats", dict)
 TIMES = web.AppKey("times", array)  # arrival time (unix seconds) of every request, in order
+MARKS = web.AppKey("marks", dict)  # with --mark: number in the body -> first arrival (unix seconds)
+HANG_PREFIX = "/hang"
 
 
 class Bucket:
@@ -44,16 +53,18 @@ class Bucket:
 
 
 def _fresh() -> dict[str, float]:
-    return {"requests": 0, "ok": 0, "limited": 0, "first_at": 0.0, "last_at": 0.0}
+    return {"requests": 0, "ok": 0, "limited": 0, "hung": 0, "first_at": 0.0, "last_at": 0.0}
 
 
-def make_app(bucket: Bucket | None) -> web.Application:
+def make_app(bucket: Bucket | None, *, hang_s: float = 0.0, mark: bytes | None = None) -> web.Application:
     app = web.Application()
     app[STATS] = _fresh()
     app[TIMES] = array("d")
+    app[MARKS] = {}
+    marked = re.compile(re.escape(mark) + rb"(\d{1,12})") if mark else None
 
     async def hook(request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.read()
         stats = request.app[STATS]
         now = time.time()
         stats["requests"] += 1
@@ -61,6 +72,11 @@ def make_app(bucket: Bucket | None) -> web.Application:
             stats["first_at"] = now
         stats["last_at"] = now
         request.app[TIMES].append(now)
+        if marked is not None and (m := marked.search(body)) is not None:
+            request.app[MARKS].setdefault(int(m.group(1)), now)
+        if hang_s > 0 and request.path.startswith(HANG_PREFIX):
+            stats["hung"] += 1
+            await asyncio.sleep(hang_s)  # cancelled when the caller gives up and closes
         if bucket is None:
             stats["ok"] += 1
             return web.Response(body=ANSWER, content_type="application/json")
@@ -84,7 +100,11 @@ def make_app(bucket: Bucket | None) -> web.Application:
     async def reset(request: web.Request) -> web.Response:
         request.app[STATS] = _fresh()
         request.app[TIMES] = array("d")
+        request.app[MARKS] = {}
         return web.json_response({"ok": True})
+
+    async def marks(request: web.Request) -> web.Response:
+        return web.json_response({str(k): v for k, v in request.app[MARKS].items()})
 
     async def times(request: web.Request) -> web.Response:
         """`?i=N...`: arrival time of the N-th request (1-based, null if not yet);
@@ -103,6 +123,7 @@ def make_app(bucket: Bucket | None) -> web.Application:
     app.router.add_get("/stats", stats)
     app.router.add_post("/reset", reset)
     app.router.add_get("/times", times)
+    app.router.add_get("/marks", marks)
     app.router.add_post("/{tail:.*}", hook)
     return app
 
@@ -112,6 +133,9 @@ def main() -> None:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--rate", type=float, default=0.0, help="requests a second (0: unlimited)")
     p.add_argument("--burst", type=int, default=100)
+    p.add_argument("--hang", type=float, default=0.0,
+                   help=f"seconds a POST under {HANG_PREFIX} waits unanswered")
+    p.add_argument("--mark", default="", help="keep the arrival of bodies holding this prefix and digits")
     args = p.parse_args()
     try:
         import uvloop
@@ -120,8 +144,9 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         pass
     bucket = Bucket(args.rate, args.burst) if args.rate > 0 else None
-    web.run_app(make_app(bucket), host="127.0.0.1", port=args.port, access_log=None, print=None,
-                handle_signals=True, shutdown_timeout=1.0)
+    app = make_app(bucket, hang_s=args.hang, mark=args.mark.encode() or None)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None,
+                handle_signals=True, shutdown_timeout=1.0, handler_cancellation=args.hang > 0)
 
 
 if __name__ == "__main__":

@@ -170,3 +170,63 @@ def markdown(sections: list[Section], *, command: str, pinning: str, started: fl
     else:
         out.append("No profile in this run (`python -m bench --profile` with py-spy installed in .venv).")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _md_section(s: Section) -> list[str]:
+    out = [f"## Scenario {s.key}: {s.title}", ""]
+    if s.rows:
+        out += [_md_table(s.headers, s.rows), ""]
+    for headers, rows in s.extra_tables:
+        out += [_md_table(headers, rows), ""]
+    out += [f"- {n}" for n in s.notes]
+    out.append("")
+    return out
+
+
+def _scenario_key(line: str) -> str | None:
+    """The key of a `## Scenario K: ...` heading, else None."""
+    if not line.startswith("## Scenario "):
+        return None
+    return line[len("## Scenario "):].split(":", 1)[0].strip()
+
+
+def _order(key: str) -> tuple[int, str]:
+    return (int(key), key) if key.isdigit() else (1 << 30, key)
+
+
+def splice(page: str, sections: list[Section], *, command: str, started: float) -> str:
+    """`page` (a rendered docs/BENCHMARKS.md) with these sections and their rows of the targets
+    table replaced, or added in scenario order; every other figure stays as it was. Each spliced
+    section says when and how it was measured, since the page's header describes another run."""
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started))
+    fresh = {s.key: s for s in sections}
+    lines = page.rstrip("\n").split("\n")
+    # The targets table: drop these scenarios' rows, add the new ones, keep scenario order.
+    try:
+        head = lines.index("## Targets")
+        first = next(i for i in range(head + 1, len(lines)) if lines[i].startswith("| scenario |"))
+    except (ValueError, StopIteration):
+        raise ValueError("the page has no targets table to update") from None
+    end = first + 2
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    kept = [r for r in lines[first + 2:end] if r.split("|")[1].strip() not in fresh]
+    new = ["| " + " | ".join([s.key, t.name, t.measured, t.goal, f"**{t.mark()}**"]) + " |"
+           for s in sections for t in s.targets]
+    rows = sorted(kept + new, key=lambda r: _order(r.split("|")[1].strip()))  # stable
+    lines[first + 2:end] = rows
+    # The scenario sections: replace in place, or insert before the next one (or the profile).
+    for key in sorted(fresh, key=_order):
+        s = fresh[key]
+        block = _md_section(dataclasses.replace(
+            s, notes=[*s.notes, f"measured on {stamp} by `{command}`, apart from the run above"]))
+        start = next((i for i, line in enumerate(lines) if _scenario_key(line) == key), None)
+        if start is not None:
+            stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        else:
+            start = next((i for i, line in enumerate(lines)
+                          if (k := _scenario_key(line)) is not None and _order(k) > _order(key)
+                          or line == "## What the profile shows"), len(lines))
+            stop = start
+        lines[start:stop] = block
+    return "\n".join(lines).rstrip() + "\n"

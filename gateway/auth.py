@@ -115,19 +115,21 @@ class TokenVerifier:
             raise Unauthorized("token expired")
         if "nbf" in claims and _time_claim(claims, "nbf") - self._leeway > now:
             raise Unauthorized("token not yet valid (nbf)")
+        # A claim of the wrong type is refused, never read as absent: a `tenant` of `null` or
+        # `5` must not turn a tenant's token into an operator's.
         scope = claims.get("scope", "")
-        if isinstance(scope, list):
-            scopes = frozenset(str(s) for s in scope)
+        if isinstance(scope, list) and all(isinstance(s, str) for s in scope):
+            scopes = frozenset(scope)
         elif isinstance(scope, str):
             scopes = frozenset(scope.split())
         else:
-            raise Unauthorized("claim 'scope' must be a space-separated string")
+            raise Unauthorized("claim 'scope' must be a space-separated string (or a list of strings)")
         tenant = claims.get("tenant")
-        if tenant is not None and not isinstance(tenant, str):
-            raise Unauthorized("claim 'tenant' must be a string")
-        sub = claims.get("sub")
+        if "tenant" in claims and (not isinstance(tenant, str) or not tenant):
+            raise Unauthorized("claim 'tenant' must be a non-empty string")
+        sub = claims.get("sub")  # pyjwt refuses a `sub` that is not a string
         return Principal(
-            subject=str(sub) if sub is not None else None,
+            subject=sub,
             tenant=tenant,
             scopes=scopes,
             expires_at=expires_at,

@@ -11,8 +11,6 @@ import sys
 import time
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from . import __version__, logs
 from . import settings as settings_mod
 from .auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
@@ -98,22 +96,42 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(_create_tenant(settings, DEMO_TENANT, "Demo tenant", exist_ok=True))
         print(_demo_banner(settings), flush=True)
     from .app import create_app  # noqa: PLC0415
+    from .server import run  # noqa: PLC0415
 
     app = create_app(settings)
     tune_gc()
-    web.run_app(
+    raise_open_files_limit()
+    run(
         app,
         host=settings.server.host,
         port=settings.server.port,
         access_log=logging.getLogger("gateway.access") if settings.server.access_log else None,
         shutdown_timeout=settings.server.shutdown_timeout,
-        print=lambda msg: log.info(msg.strip()),
-        handle_signals=True,
+        on_ready=lambda url: log.info("serving on %s", url),
     )
     return 0
 
 
 GC_GEN0_THRESHOLD = 10_000  # net new container objects before a young collection (CPython: 700)
+
+
+def raise_open_files_limit() -> int:
+    """Lift the soft limit of open files to the hard one: every request in flight to a receiver
+    holds a socket, and with Linux's usual soft limit of 1,024, four tenants each at their cap of
+    250 blocking calls to hanging receivers would leave no socket for anyone else's login.
+    Returns the limit now in force."""
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        return int(soft)
+    except (ImportError, ValueError, OSError):  # pragma: no cover - not POSIX, or refused
+        return -1
 
 
 def tune_gc() -> None:

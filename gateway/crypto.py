@@ -75,6 +75,11 @@ def cipher_from_settings(settings: Settings) -> Cipher:
             f"{settings.source}: [security] encryption_key must be base64 of {KEY_BYTES} bytes,"
             f" got {len(key)}"
         )
+    if key == _DEVELOPMENT_KEY and settings.server.mode == "production":  # its source is public
+        raise ConfigError(
+            f"{settings.source}: [security] encryption_key is the public development key, refused "
+            "in production mode"
+        )
     return Cipher(key)
 
 

@@ -1,7 +1,8 @@
 """The egress (SSRF) guard: URL rules, the address classifier, the guarded resolver/connector.
 
 A hook URL is checked twice. `check_url` runs when a hook is created or updated and refuses
-what is plainly wrong (scheme, user-info, a literal refused address) without any DNS. At
+what is plainly wrong (scheme, user-info, a literal refused address, a host name DNS cannot
+carry) without any DNS; the outbound client runs it again on every URL it sends to. At
 delivery time the outbound client (`gateway.transport`) resolves through `GuardedResolver`,
 which checks every address a host resolves to (literal addresses too) and raises
 `DestinationRefused` if any is refused; the client then connects only to those checked
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import aiohttp
+import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
@@ -151,9 +153,12 @@ def parse_ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address
 
 def check_url(url: str, *, allow_http: bool, allow_cidrs: Sequence[IPNetwork]) -> None:
     """Refuse a hook URL that is plainly not deliverable; hostnames are not resolved here."""
+    if any(c <= " " or c == "\x7f" for c in url):
+        # yarl drops tabs and line breaks silently: what is stored must be what is sent.
+        raise BadRequest("url must not contain spaces or control characters")
     try:
         parsed = URL(url)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # UnicodeError (an invalid IDNA name) included
         raise BadRequest(f"url is not a valid URL: {exc}") from exc
     schemes = ("https", "http") if allow_http else ("https",)
     if parsed.scheme not in schemes:
@@ -166,19 +171,52 @@ def check_url(url: str, *, allow_http: bool, allow_cidrs: Sequence[IPNetwork]) -
     if parsed.explicit_port == 0:
         raise BadRequest("url must not use port 0")
     address = parse_ip_literal(host)
-    if address is None and not _valid_hostname(host):
-        raise BadRequest("url has an invalid host name (empty label, a label over 63 bytes, "
-                         "or over 253 bytes in all)")
-    if address is not None:
+    if address is None:
+        problem = hostname_problem(host)
+        if problem is not None:
+            raise BadRequest(f"url has an invalid host name: {problem}")
+    elif isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+        raise BadRequest("url must not hold an IPv6 zone id (%25eth0): it names an interface of one machine")
+    else:
         range_ = classify(address, allow_cidrs)
         if range_ is not None:
             raise BadRequest(f"url is not allowed: {DestinationRefused(str(address), range_)}")
 
 
-def _valid_hostname(host: str) -> bool:
-    """What DNS can carry: labels of 1 to 63 bytes, 253 bytes in all (a final dot allowed)."""
+MAX_LABEL_BYTES = 63  # RFC 1035 2.3.4
+MAX_NAME_BYTES = 253  # RFC 1035 2.3.4: 255 on the wire, less the first length byte and the root
+_LDH = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
+
+
+def hostname_problem(host: str) -> str | None:
+    """Why `host` (a URL's host as sent: IDNA-encoded, not an address) is not a name DNS can
+    carry, or None. Letters, digits and hyphens (LDH, RFC 1123 2.1) in labels of 1 to 63 bytes
+    that neither start nor end with a hyphen, 253 bytes in all, a final dot allowed; an `xn--`
+    label must be valid IDNA (RFC 5891), and the last label must not be a number (a name that
+    reads as a refused address to some resolvers; an IPv4 address is parsed as one before)."""
     name = host[:-1] if host.endswith(".") else host
-    return 0 < len(name) <= 253 and all(0 < len(label) <= 63 for label in name.split("."))
+    if not name:
+        return "empty"
+    if len(name) > MAX_NAME_BYTES:
+        return f"longer than {MAX_NAME_BYTES} bytes"
+    labels = name.split(".")
+    for label in labels:
+        if not label:
+            return "an empty label"
+        if len(label) > MAX_LABEL_BYTES:
+            return f"a label longer than {MAX_LABEL_BYTES} bytes"
+        if not _LDH.issuperset(label):
+            return "only letters, digits, hyphens and dots may be used (or an IP address)"
+        if label[0] == "-" or label[-1] == "-":
+            return "a label starts or ends with a hyphen"
+    if labels[-1].isdigit():
+        return "the last label is a number, but the host is not an IP address"
+    if any(label[:4].lower() == "xn--" for label in labels):
+        try:
+            idna.decode(name)
+        except idna.IDNAError:
+            return "not a valid internationalized domain name (IDNA)"
+    return None
 
 
 def _check(host: str, allow_cidrs: Sequence[IPNetwork]) -> None:

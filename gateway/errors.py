@@ -9,7 +9,9 @@
     │   ├── NotFound          404   unknown id, or another tenant's object
     │   ├── Conflict          409   duplicate name or id
     │   ├── PayloadTooLarge   413   body over the configured limit
-    │   └── TooManyRequests   429   own rate limit or in-flight cap (carries retry_after)
+    │   ├── UriTooLong        414   request line too long for the HTTP server
+    │   ├── TooManyRequests   429   own rate limit or in-flight cap (carries retry_after)
+    │   └── RequestHeaderFieldsTooLarge  431   a header line too long, or too many of them
     ├── DestinationRefused          the egress guard refused an address (address, range)
     ├── TransportError              an outbound request failed below HTTP (connect, protocol)
     │   ├── ConnectTimeout          no connection within the connect timeout
@@ -84,6 +86,11 @@ class PayloadTooLarge(ApiError):
     error = "Payload Too Large"
 
 
+class UriTooLong(ApiError):
+    status = 414
+    error = "URI Too Long"
+
+
 class UnsupportedMediaType(ApiError):
     status = 415
     error = "Unsupported Media Type"
@@ -98,6 +105,11 @@ class TooManyRequests(ApiError):
         merged.update(headers or {})
         super().__init__(message, headers=merged)
         self.retry_after = retry_after
+
+
+class RequestHeaderFieldsTooLarge(ApiError):
+    status = 431
+    error = "Request Header Fields Too Large"
 
 
 class ServiceUnavailable(ApiError):
@@ -116,13 +128,16 @@ class DestinationRefused(GatewayError):
 
 class TransportError(GatewayError):
     """An outbound request failed below HTTP: no connection, or an answer that is not HTTP.
-    `unsent`: no byte of an answer came and the request may go again on a new connection (it
-    never left, or a kept-alive connection was closed by the receiver before it answered)."""
+    `unsent`: the request never left (no connection, refused before connecting), so sending it
+    again cannot repeat anything. `reused`: the receiver closed a kept-alive connection after
+    the request was written on it and before any byte of an answer: it may have read the
+    request and acted on it, so a resend must be a new, recorded attempt, never a silent one."""
 
-    def __init__(self, message: str, *, unsent: bool = False) -> None:
+    def __init__(self, message: str, *, unsent: bool = False, reused: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.unsent = unsent
+        self.reused = reused
 
 
 class ConnectTimeout(TransportError):

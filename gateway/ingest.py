@@ -16,7 +16,7 @@ from .auth import SCOPE_FORWARD
 from .context import services
 from .delivery import ENGINE
 from .errors import BadRequest, Forbidden, NotFound
-from .invoke import INVOKER
+from .invoke import INVOKER, envelope_response
 from .middleware import principal
 from .web import dumps, json_response, parse_json, read_body
 
@@ -40,7 +40,7 @@ async def forward(request: web.Request) -> web.Response:
         raise NotFound(f"tenant {tenant_id!r} not found")
     if points.is_blocking(trigger_id):
         answer = await request.app[INVOKER].invoke(view, trigger_id, event, raw)
-        return json_response(answer)
+        return envelope_response(answer)
 
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):

@@ -20,8 +20,9 @@ from typing import Any
 from aiohttp import web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from . import ids, points
+from . import ids, points, strictjson
 from .delivery.attempt import AttemptResult, error_note, render_body, request_headers, send
+from .delivery.schedule import RateLimitInfo
 from .egress import MAX_SYNC_BODY_BYTES
 from .errors import DeliveryFailure, TooManyRequests
 from .metrics import Metrics
@@ -89,6 +90,9 @@ class Invoker:
         started = time.perf_counter()
         try:
             answer = await self._run(view, trigger_id, event, hooks, raw)
+        except Exception as exc:  # the auth server always gets an Auth0 envelope, never a 500
+            log.exception("blocking invocation of %s for tenant %s failed", trigger_id, tenant.id)
+            answer = points.error_envelope("ServerError", f"internal error: {type(exc).__name__}")
         finally:
             self._in_flight[tenant.id] -= 1
         self.metrics.invoked(trigger_id, str(answer.get("status", "error")), time.perf_counter() - started)
@@ -113,22 +117,30 @@ class Invoker:
             if chain.done:
                 break
             delivery_id = ids.new_id(ids.DELIVERY, now=now)
-            if position == 0 and raw is not None and live.hook.format == "auth0":
-                body = raw  # the first hook sees the event exactly as the auth server sent it
-            else:
-                body = render_body(live.hook.format, trigger_id, chain.next_request(), self.clock())
             attempts: list[AttemptResult] = []
-            reason = await self._call(live, delivery_id, body, deadline, attempts)
             note: str | None = None  # for the last attempt, when it was answered 2xx
-            if reason is None:
-                last = attempts[-1]
-                try:
-                    answer = points.parse_receiver_answer(last.status_code or 0, last.content_type, last.body)
-                    # An answered error envelope (a deny, too) is kept in the attempt, as for async ones.
-                    note = error_note(answer)
-                    chain.apply(answer, hook_name=live.hook.name)
-                except points.AnswerError as exc:  # answered, but malformed
-                    reason = note = exc.message
+            try:
+                if position == 0 and raw is not None and live.hook.format == "auth0":
+                    body = raw  # the first hook sees the event exactly as the auth server sent it
+                else:
+                    body = render_body(live.hook.format, trigger_id, chain.next_request(), self.clock())
+                reason = await self._call(live, delivery_id, body, deadline, attempts)
+                if reason is None:
+                    last = attempts[-1]
+                    try:
+                        answer = points.parse_receiver_answer(
+                            last.status_code or 0, last.content_type, last.body
+                        )
+                        # An answered error envelope (a deny, too) is kept in the attempt, as for async ones.
+                        note = error_note(answer)
+                        chain.apply(answer, hook_name=live.hook.name)
+                    except points.AnswerError as exc:  # answered, but malformed
+                        reason = note = exc.message
+            except Exception as exc:  # a bug met by this hook's answer: its failed attempt, not a 500
+                log.exception("blocking call of hook %s failed inside the gateway", live.hook.id)
+                reason = note = f"internal error: {type(exc).__name__}"
+                if not attempts or attempts[-1].error is not None:  # it broke before an answer was kept
+                    attempts.append(_internal_failure(self.clock(), reason))
             status = "succeeded" if reason is None else "failed"
             records = [a.record() for a in attempts[:-1]] + [a.record(note=note) for a in attempts[-1:]]
             rows.append(SyncRow(delivery_id, live.hook.id, status, records, reason))
@@ -228,6 +240,27 @@ class Invoker:
         while self._flusher is not None and not self._flusher.done():
             self._flush_now.set()
             await asyncio.shield(self._flusher)
+
+
+def _internal_failure(now: float, reason: str) -> AttemptResult:
+    """The record of an attempt that an error inside the gateway ended before any answer."""
+    return AttemptResult(
+        started_at=now, duration_ms=0.0, status_code=None, error=reason, body=b"", content_type=None,
+        rate_limit=RateLimitInfo(None, None, None), retry_after=None,
+    )
+
+
+def envelope_response(envelope: dict[str, Any]) -> web.Response:
+    """The envelope for the auth server as strict JSON (no `NaN`, no `Infinity`); a `ServerError`
+    envelope if it cannot be written, so that the auth server never gets a 500 from here."""
+    try:
+        body = strictjson.dumps(envelope).encode()
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        log.error("the envelope for the auth server is not strict JSON: %s", type(exc).__name__)
+        body = strictjson.dumps(
+            points.error_envelope("ServerError", "the hooks' answer is not strict JSON")
+        ).encode()
+    return web.Response(body=body, content_type="application/json")
 
 
 def _backoff(attempts_made: int, exc: BaseException | None) -> float:

@@ -37,9 +37,10 @@ class Metrics:
         self.connections = Counter(
             "gateway_outbound_connections_total", "Connections opened to receivers", ["scheme"], registry=r
         )
-        self.resent = Counter(
-            "gateway_outbound_resent_total",
-            "Requests sent again on a new connection: the pooled one was closed before it answered",
+        self.closed_reused = Counter(
+            "gateway_outbound_closed_reused_total",
+            "Requests failed because the receiver closed a reused kept-alive connection before "
+            "answering (each is a failed attempt; none is sent again silently)",
             registry=r,
         )
         self.idle = Gauge("gateway_outbound_idle_connections", "Kept-alive connections to receivers, idle",

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .auth import Principal
 from .context import services
-from .errors import ApiError, Forbidden, TooManyRequests, Unauthorized
+from .errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized
 from .peers import contains, networks, peer_address
 from .web import json_response
 
@@ -62,6 +62,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return http_error_response(exc)
+    except web.RequestPayloadError:  # the body's framing is broken: the rest of the stream is too
+        response = error_response(BadRequest("malformed request body"))
+        response.force_close()
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_response(

@@ -140,6 +140,15 @@ class DeliverySettings:
     purge_interval: Duration = Duration(3600.0)
     signing_grace: Duration = Duration(86400.0)
     idempotency_ttl: Duration = Duration(86400.0)
+    # Isolation (SPEC "Isolation"): one tenant's deliveries in flight at once, across all
+    # workers of every instance; the rest of its work waits in the database, not in a worker.
+    tenant_max_in_flight: int = 64
+    # After a 429, a hook's deliveries wait at least `throttle_floor`, doubled for each 429 in a
+    # row up to `throttle_max`, and at least the receiver's Retry-After up to `max_pause`. A
+    # `X-RateLimit-Reset` pauses a destination for at most `max_pause` too.
+    throttle_floor: Duration = Duration(1.0)
+    throttle_max: Duration = Duration(600.0)
+    max_pause: Duration = Duration(3600.0)
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,14 @@ class RateLimitSettings:
 
 
 @dataclass(frozen=True)
+class QuotaSettings:
+    # Per tenant, unless the tenant's `quotas` overrides them (POST/PATCH /api/v2/tenants).
+    hooks_per_point: int = 10  # hooks on one extensibility point
+    hooks_per_tenant: int = 50  # hooks in all
+    replays_per_hour: int = 20  # POST /api/v2/hooks/{id}/replay calls in any 3600 s
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -169,6 +186,7 @@ class Settings:
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     sync: SyncSettings = field(default_factory=SyncSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    quotas: QuotaSettings = field(default_factory=QuotaSettings)
     source: str = "<defaults>"
 
     def replace(self, **sections: Any) -> Settings:
@@ -283,15 +301,21 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"{s.source}: [delivery] retry_schedule cannot be empty")
     if not 0 <= s.delivery.jitter < 1:
         raise ConfigError(f"{s.source}: [delivery] jitter must be in [0, 1)")
-    for key in ("workers", "batch", "default_max_concurrency"):
+    for key in ("workers", "batch", "default_max_concurrency", "tenant_max_in_flight"):
         if getattr(s.delivery, key) < 1:
             raise ConfigError(f"{s.source}: [delivery] {key} must be at least 1")
+    d = s.delivery
+    if not 0 < d.throttle_floor <= d.throttle_max <= d.max_pause:
+        raise ConfigError(f"{s.source}: [delivery] needs 0 < throttle_floor <= throttle_max <= max_pause")
     if s.sync.max_in_flight < 1:
         raise ConfigError(f"{s.source}: [sync] max_in_flight must be at least 1")
     rl = s.ratelimit
     for key in ("management_rate", "ingest_rate", "management_burst", "ingest_burst"):
         if getattr(rl, key) <= 0:
             raise ConfigError(f"{s.source}: [ratelimit] {key} must be above 0")
+    for key in ("hooks_per_point", "hooks_per_tenant", "replays_per_hour"):
+        if getattr(s.quotas, key) < 1:
+            raise ConfigError(f"{s.source}: [quotas] {key} must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError(f"{s.source}: [server] max_body_bytes must be at least 1024")
     if s.egress.regions_updated_at is not None:

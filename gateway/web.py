@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -10,9 +9,19 @@ from typing import Any
 
 from aiohttp import web
 
+from . import strictjson
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_dumps = strictjson.dumps  # no NaN or Infinity ever leaves the gateway
+
+# Times the APIs accept (unix seconds): from the epoch to the end of year 9999, the range of
+# ISO-8601 and of every database; anything else is a 400, never an overflow further in.
+TIME_MIN_S = 0.0
+TIME_MAX_S = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+MAX_PAGE = 1_000_000  # `page` of every list: page * per_page stays far inside SQLite's integers
+# ASCII digits only: int() and float() would also take "١", " 5" and "1_0".
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+_NUMBER = re.compile(r"-?[0-9]{1,400}(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,4})?")
 
 
 def dumps(value: Any) -> str:
@@ -59,24 +68,14 @@ async def read_json(request: web.Request, limit: int, *, required: bool = True) 
     return value
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
-
-
 def parse_json(raw: bytes) -> Any:
-    """JSON that the gateway can store and answer again; anything else is a 400."""
+    """Strict JSON (`gateway/strictjson.py`) that the gateway can store and answer again;
+    anything else is a 400."""
     try:
-        value = json.loads(raw)
-    except RecursionError:
-        raise BadRequest("malformed JSON: nested too deeply") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
-        raise BadRequest(f"malformed JSON: {exc}") from None
-    if _SURROGATE_ESCAPE.search(raw):
-        # Escaped surrogate pairs are fine; a lone one is text no database or answer can encode.
-        try:
-            _dumps(value).encode()
-        except UnicodeEncodeError:
-            raise BadRequest("malformed JSON: a string holds a lone UTF-16 surrogate") from None
-    return value
+        return strictjson.loads(raw)
+    except strictjson.StrictJSONError as exc:
+        what = "malformed JSON" if exc.syntax else "request body is not strict JSON"
+        raise BadRequest(f"{what}: {exc.message}") from None
 
 
 def require_object(value: Any, what: str = "request body") -> dict[str, Any]:
@@ -89,10 +88,9 @@ def query_int(request: web.Request, name: str, *, default: int, minimum: int, ma
     text = request.query.get(name)
     if text is None or text == "":
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"query parameter {name!r} must be an integer") from None
+    if not _INTEGER.fullmatch(text):
+        raise BadRequest(f"query parameter {name!r} must be an integer between {minimum} and {maximum}")
+    value = int(text)
     if not minimum <= value <= maximum:
         raise BadRequest(f"query parameter {name!r} must be between {minimum} and {maximum}")
     return value
@@ -117,30 +115,53 @@ def query_time(request: web.Request, name: str) -> float | None:
 
 
 def parse_time(value: Any, what: str) -> float:
-    """ISO-8601 (`2026-12-01T10:00:00Z`) or unix seconds."""
-    if isinstance(value, bool):
+    """ISO-8601 (`2026-12-01T10:00:00Z`) or unix seconds, within `TIME_MIN_S..TIME_MAX_S`."""
+    seconds = _time_or_none(value)
+    if seconds is None:
         raise BadRequest(f"{what} must be an ISO-8601 time or unix seconds")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            raise BadRequest(f"{what} must be an ISO-8601 time or unix seconds") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
+    if not TIME_MIN_S <= seconds <= TIME_MAX_S:  # False for NaN too
+        raise BadRequest(f"{what} must be a time between 1970-01-01 and 9999-12-31 (unix seconds "
+                         f"{TIME_MIN_S:.0f} to {TIME_MAX_S:.0f})")
+    return seconds
+
+
+def _time_or_none(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        # Compared as an int first: float() of a 400-digit integer raises OverflowError.
+        return float(value) if TIME_MIN_S <= value <= TIME_MAX_S else -1.0
+    if isinstance(value, float):
+        return value
+    if not isinstance(value, str):
+        return None
+    if _NUMBER.fullmatch(value):
+        return float(value)  # "1e400" is infinite: out of range
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    try:
         return dt.timestamp()
-    raise BadRequest(f"{what} must be an ISO-8601 time or unix seconds")
+    except (OverflowError, ValueError, OSError):  # year 1 with an offset, and the like
+        return -1.0
 
 
 def iso(ts: float | None) -> str | None:
-    if ts is None:
+    """A stored time as ISO 8601; None for no time, or one no calendar can show (a row written
+    before receivers' headers were bounded could hold a pause in the year 5138, or `inf`)."""
+    if ts is None or not TIME_MIN_S <= ts <= TIME_MAX_S:  # False for NaN too
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def finite(value: float | None, *, maximum: float = TIME_MAX_S) -> float | None:
+    """A stored number as JSON can carry it: None for NaN, infinities and absurd sizes."""
+    if value is None or not -maximum <= value <= maximum:
+        return None
+    return value
 
 
 def fields_filter(request: web.Request, allowed: set[str]) -> tuple[list[str] | None, bool]:

@@ -157,3 +157,19 @@ def test_serve_demo_creates_the_demo_tenant_and_prints_working_tokens(tmp_path: 
         proc.wait(timeout=15)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_serve_lifts_the_open_files_limit_so_hanging_receivers_cannot_use_up_the_sockets() -> None:
+    # In a child process: lower the soft limit as many hosts have it, then call what serve calls.
+    code = (
+        "import resource\n"
+        "from gateway.cli import raise_open_files_limit\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+        "now = raise_open_files_limit()\n"
+        "print(now, resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    now, soft, hard = (int(x) for x in out.stdout.split())
+    assert now == soft
+    assert soft == hard or hard > 256 and soft > 256

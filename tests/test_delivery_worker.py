@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.delivery.throttle import HookLimits, Pauses, destination
+from gateway.delivery.throttle import Pauses, destination
 from gateway.store.sqlite import SqliteStore
 
 PUR = "post-user-registration"
@@ -126,64 +126,6 @@ async def test_a_shutdown_gives_back_attempts_that_do_not_finish_in_time(
     assert (status, owner, attempts) == ("pending", None, 0)
     assert due <= time.time()  # due at once for the next start, not after the 5-minute lease
     assert delivery_tasks() == []
-
-
-# -- per-hook limits ---------------------------------------------------------------------------
-
-
-async def test_a_cancelled_waiter_does_not_keep_a_slot() -> None:
-    limits = HookLimits()
-    await limits.acquire("h", 1, None)
-    waiter = asyncio.create_task(limits.acquire("h", 1, None))
-    await asyncio.sleep(0)
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    limits.release("h")
-
-    await asyncio.wait_for(limits.acquire("h", 1, None), 1)
-    assert limits.active("h") == 1
-
-
-async def test_a_waiter_cancelled_while_waiting_for_a_token_gives_its_slot_back() -> None:
-    limits = HookLimits()
-    await limits.acquire("h", 5, 0.5)  # the one saved-up token
-    limits.release("h")
-    waiter = asyncio.create_task(limits.acquire("h", 5, 0.5))  # the next token is 2 s away
-    await asyncio.sleep(0.01)
-    assert limits.active("h") == 1
-    waiter.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await waiter
-    assert limits.active("h") == 0
-
-
-async def test_slots_go_to_waiters_first_come_first_served() -> None:
-    limits = HookLimits()
-    order: list[str] = []
-    await limits.acquire("h", 1, None)
-
-    async def take(name: str) -> None:
-        await limits.acquire("h", 1, None)
-        order.append(name)
-        limits.release("h")
-
-    tasks = [asyncio.create_task(take(n)) for n in ("b", "c", "d")]
-    await asyncio.sleep(0)
-    limits.release("h")
-    await asyncio.wait_for(asyncio.gather(*tasks), 1)
-    assert order == ["b", "c", "d"]
-    assert limits.active("h") == 0
-
-
-async def test_raising_the_limit_lets_waiters_in() -> None:
-    limits = HookLimits()
-    await limits.acquire("h", 1, None)
-    waiter = asyncio.create_task(limits.acquire("h", 1, None))
-    await asyncio.sleep(0)
-    await asyncio.wait_for(limits.acquire("h", 3, None), 1)  # the hook's cap was raised to 3
-    await asyncio.wait_for(waiter, 1)
-    assert limits.active("h") == 3
 
 
 # -- destination pauses ------------------------------------------------------------------------

@@ -34,7 +34,7 @@ async def test_metrics_count_events_attempts_and_invocations(gateway, make_recei
     # Both calls went to the same receiver: one connection, kept alive between them.
     assert sample(text, "gateway_outbound_connections_total", scheme="http") == 1
     assert sample(text, "gateway_outbound_idle_connections") == 1
-    assert sample(text, "gateway_outbound_resent_total") == 0
+    assert sample(text, "gateway_outbound_closed_reused_total") == 0
 
 
 async def test_metrics_are_refused_outside_their_allowlist(make_gateway, make_settings) -> None:

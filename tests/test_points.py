@@ -444,7 +444,7 @@ def test_non_2xx_is_an_answer_error(status: int) -> None:
     ],
 )
 def test_not_json_is_an_answer_error(body: bytes) -> None:
-    with pytest.raises(AnswerError, match="not JSON"):
+    with pytest.raises(AnswerError, match="not (strict )?JSON"):
         parse_receiver_answer(200, "text/html", body)
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from gateway.store.database import WRITER_NICE
-from gateway.store.models import Attempt, Outcome
-from gateway.store.sqlite import CLAIM_SQL, SqliteStore
+from gateway.store.models import Attempt, Hook, Outcome, Tenant
+from gateway.store.sqlite import LANE_DUE_SQL, SqliteStore
 
 T0 = 1_700_000_000.0
 
@@ -24,8 +24,22 @@ T0 = 1_700_000_000.0
 async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     s = SqliteStore(f"sqlite:///{tmp_path / 'store.db'}")
     await s.open()
+    await s.create_tenant(Tenant(id="acme", name="Acme", created_at=T0, updated_at=T0))
+    await add_hook(s, "hk_1")
     yield s
     await s.close()
+
+
+async def add_hook(store: SqliteStore, hook_id: str, *, max_concurrency: int = 100,
+                   rate: float | None = None, tenant: str = "acme") -> None:
+    """A hook: the lane its deliveries are claimed from."""
+    await store.create_hook(
+        Hook(id=hook_id, tenant_id=tenant, name=hook_id.replace("_", "-"), trigger_id="post-user-registration",
+             url=f"https://{hook_id.replace('_', '-')}.example.com/", enabled=True, order=0, timeout_ms=1000,
+             failure_policy="fail", max_concurrency=max_concurrency, rate_limit_per_second=rate, format="auth0",
+             disabled_reason=None, created_at=T0, updated_at=T0),
+        "whsec_dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
+    )
 
 
 async def ingest(store: SqliteStore, n: int, *, now: float = T0, hook: str = "hk_1") -> list[str]:
@@ -51,15 +65,15 @@ def attempt(at: float, status: int = 500) -> Attempt:
     )
 
 
-async def test_the_claim_query_uses_the_partial_due_index(store: SqliteStore) -> None:
+async def test_the_claim_query_uses_the_partial_lane_index(store: SqliteStore) -> None:
     await ingest(store, 50)
 
     def plan(c: sqlite3.Connection) -> list[str]:
-        return [row[3] for row in c.execute("EXPLAIN QUERY PLAN " + CLAIM_SQL, (T0, 10))]
+        return [row[3] for row in c.execute("EXPLAIN QUERY PLAN " + LANE_DUE_SQL, ("hk_1", T0, 10))]
 
     details = await store.db.read(plan)
 
-    assert any("USING INDEX deliveries_due" in d for d in details), details
+    assert any("USING INDEX deliveries_lane" in d for d in details), details
     assert not any(d.startswith("SCAN deliveries") for d in details), details
 
 

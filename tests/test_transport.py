@@ -35,6 +35,7 @@ from fakes import FakeResolver
 from multidict import CIMultiDict, CIMultiDictProxy
 from sockets import blackhole
 
+from gateway.delivery.attempt import send
 from gateway.errors import AnswerTimeout, BadRequest, ConnectTimeout, DestinationRefused, TransportError
 from gateway.metrics import Metrics
 from gateway.peers import Cidrs, networks
@@ -761,14 +762,15 @@ async def test_pooled_connection_closed_by_the_receiver_is_replaced(
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
-async def test_pooled_connection_closed_as_the_request_arrives_is_retried_once(
+async def test_pooled_connection_closed_as_the_request_arrives_fails_and_is_not_resent(
     make_transport: Callable[..., Transport], raw_server: RawServerFactory, how: str
 ) -> None:
     """The race a pool cannot avoid: the receiver closes an idle connection just as the next
-    request is written on it. Nothing came back, so the request goes again on a new connection."""
+    request is written on it. It may have read the request (and sent the SMS), so the request
+    is not sent again behind the caller's back: the post fails, marked `reused`, and it is the
+    caller that makes (and records) a new attempt."""
     metrics = Metrics()
     transport = make_transport(metrics=metrics)
-    dropped: list[bytes] = []
 
     async def drops_the_second(conn: RawConn) -> None:
         if conn.number > 1:
@@ -776,19 +778,104 @@ async def test_pooled_connection_closed_as_the_request_arrives_is_retried_once(
             return
         await conn.read_request()
         await conn.send(OK)
-        dropped.append(await conn.reader.read(65536))  # the second request: drop it unanswered
+        await conn.read_request()  # the second request, read whole, and dropped unanswered
         if how == "rst":
             conn.writer.transport.abort()
 
     peer = await raw_server(drops_the_second)
     assert (await post(transport, peer.url, b"first")).status == 200
+    with pytest.raises(TransportError) as info:
+        await post(transport, peer.url, b"second")
+    assert info.value.reused and not info.value.unsent
+    assert info.value.message.startswith(
+        "connection closed before an answer (reused connection; the receiver may have read the request)"
+    )
+    assert [r.endswith(b"second") for r in peer.requests] == [False, True]  # sent once, not twice
+    assert peer.accepts == 1
+    assert metrics.registry.get_sample_value("gateway_outbound_closed_reused_total") == 1  # operators see it
+
+    answer = await post(transport, peer.url, b"second, again")  # the caller's new attempt
+    assert (answer.status, answer.body) == (200, b"ok")
+    assert [r.endswith(b"second") for r in peer.requests] == [False, True, False]
+    assert peer.accepts == 2
+    assert metrics.registry.get_sample_value("gateway_outbound_connections_total", {"scheme": "http"}) == 2
+
+
+async def test_a_request_reaches_the_receiver_once_per_recorded_attempt(raw_server: RawServerFactory) -> None:
+    """A receiver that reads a whole request on a kept-alive connection, then closes without
+    answering. Each `send` is one attempt, recorded by its caller; the receiver gets exactly
+    one request per attempt, and the failed one says why."""
+
+    async def reads_the_second_then_closes(conn: RawConn) -> None:
+        if conn.number > 1:
+            await conn.serve()
+            return
+        await conn.read_request()
+        await conn.send(OK)
+        await conn.read_request()
+
+    peer = await raw_server(reads_the_second_then_closes)
+    transport = Transport(allow_http=True, allow_cidrs=LOOPBACK)
+    try:
+        results = [
+            await send(transport, peer.url, b"attempt%d" % i, {"Content-Type": "application/json"},
+                       timeout_s=5.0, body_cap=CAP)
+            for i in range(3)
+        ]
+    finally:
+        await transport.close()
+    assert [r.rsplit(b"\r\n\r\n", 1)[1] for r in peer.requests] == [b"attempt0", b"attempt1", b"attempt2"]
+    assert [(r.status_code, r.error, r.closed_reused) for r in results] == [
+        (200, None, False),
+        (None, "connection failed: connection closed before an answer (reused connection; the receiver "
+               "may have read the request)", True),
+        (200, None, False),
+    ]
+
+
+@linux_only  # a FIN on loopback is in the peer's receive queue when shutdown() returns
+async def test_pooled_connection_the_receiver_half_closed_is_not_used(
+    transport: Transport, raw_server: RawServerFactory
+) -> None:
+    """The receiver's FIN has reached this host but the event loop has not handled it yet (it
+    came in the same turn): the pooled connection is seen to be closed before a request is
+    written on it, and the request goes on a new connection, once."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def answers_then_half_closes(conn: RawConn) -> None:
+        if conn.number > 1:
+            await conn.serve()
+            return
+        await conn.read_request()
+        await conn.send(OK)
+        writers.append(conn.writer)
+        await conn.read_request()  # a request written on the half-closed connection would land here
+
+    peer = await raw_server(answers_then_half_closes)
+    assert (await post(transport, peer.url, b"first")).status == 200
+    await until(lambda: bool(writers))
+    writers[0].write_eof()  # shutdown(SHUT_WR) now, and no await before the next post
     answer = await post(transport, peer.url, b"second")
     assert (answer.status, answer.body) == (200, b"ok")
-    assert dropped and dropped[0].endswith(b"second")
+    assert [r.endswith(b"second") for r in peer.requests] == [False, True]
     assert peer.accepts == 2
-    assert [r.endswith(b"second") for r in peer.requests] == [False, True]  # answered once
-    assert metrics.registry.get_sample_value("gateway_outbound_resent_total") == 1  # operators see it
-    assert metrics.registry.get_sample_value("gateway_outbound_connections_total", {"scheme": "http"}) == 2
+
+
+async def test_idle_connection_older_than_the_keepalive_time_is_not_reused(
+    make_transport: Callable[..., Transport], raw_server: RawServerFactory
+) -> None:
+    """Not even before the sweeper has run: a receiver with a keep-alive time a little longer
+    than ours must never see a request on a connection it is about to close."""
+    now = [1000.0]
+    peer = await raw_server(RawConn.serve)
+    transport = make_transport(keepalive_s=4.0, clock=lambda: now[0])
+    assert (await post(transport, peer.url)).status == 200
+    now[0] += 3.9
+    assert (await post(transport, peer.url)).status == 200
+    assert peer.accepts == 1  # idle for less than the keep-alive time: reused
+    now[0] += 4.0
+    assert (await post(transport, peer.url)).status == 200
+    assert peer.accepts == 2
 
 
 @pytest.mark.parametrize("pooled", [False, True], ids=["new-connection", "pooled-connection"])

@@ -6,14 +6,25 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import ids
+from .. import ids, quotas
 from ..auth import SCOPE_READ, SCOPE_UPDATE
 from ..context import services
 from ..delivery import ENGINE
 from ..errors import BadRequest, NotFound
 from ..middleware import tenant_of
 from ..store.models import PARKED_AT, Attempt, Delivery
-from ..web import iso, json_response, parse_time, query_bool, query_int, query_time, read_json, require_object
+from ..web import (
+    MAX_PAGE,
+    finite,
+    iso,
+    json_response,
+    parse_time,
+    query_bool,
+    query_int,
+    query_time,
+    read_json,
+    require_object,
+)
 from . import validate
 
 STATUSES = ("pending", "succeeded", "failed", "cancelled")
@@ -50,16 +61,16 @@ def render_attempt(a: Attempt) -> dict[str, Any]:
         "rateLimit": {
             "limit": a.rl_limit,
             "remaining": a.rl_remaining,
-            "reset": None if a.rl_reset is None else int(a.rl_reset),
+            "reset": None if (reset := finite(a.rl_reset)) is None else int(reset),
         },
-        "retryAfter": a.retry_after,
+        "retryAfter": finite(a.retry_after),
     }
 
 
 async def list_deliveries(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_READ)
-    page = query_int(request, "page", default=0, minimum=0, maximum=1_000_000)
+    page = query_int(request, "page", default=0, minimum=0, maximum=MAX_PAGE)
     per_page = query_int(request, "per_page", default=50, minimum=1, maximum=100)
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
@@ -118,7 +129,8 @@ async def replay(request: web.Request) -> web.Response:
     statuses = [raw_status] if isinstance(raw_status, str) else raw_status
     if not isinstance(statuses, list) or not statuses or any(s not in STATUSES for s in statuses):
         raise BadRequest(f"'status' must be one or more of {', '.join(STATUSES)}")
-    created = await svc.store.replay(
+    quota = await quotas.of_tenant(svc.store, svc.settings.quotas, tenant)
+    created, skipped = await svc.store.replay(
         tenant,
         hook_id,
         since=since,
@@ -127,9 +139,10 @@ async def replay(request: web.Request) -> web.Response:
         new_id=lambda: ids.new_id(ids.DELIVERY, now=now),
         limit=MAX_REPLAY,
         now=now,
+        per_hour=quota.replays_per_hour,
     )
     request.app[ENGINE].notify()
-    return json_response({"count": len(created), "deliveries": created}, status=202)
+    return json_response({"count": len(created), "deliveries": created, "skipped": skipped}, status=202)
 
 
 def routes() -> list[web.RouteDef]:

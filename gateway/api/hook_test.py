@@ -7,19 +7,23 @@ the sample event. The test is not retried and not recorded as a delivery."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiohttp import web
 
 from .. import ids, points
 from ..auth import SCOPE_UPDATE
-from ..context import services
+from ..context import Services, services
 from ..delivery.attempt import render_body, request_headers, send
 from ..egress import MAX_STORED_BODY_BYTES, MAX_SYNC_BODY_BYTES
 from ..errors import BadRequest, NotFound
 from ..middleware import tenant_of
+from ..registry import LiveHook
 from ..web import json_response, read_json
 from . import validate
+
+log = logging.getLogger("gateway.api.hook_test")
 
 
 async def test_hook(request: web.Request) -> web.Response:
@@ -41,6 +45,27 @@ async def test_hook(request: web.Request) -> web.Response:
     else:
         event = points.sample_event(trigger)
     now = svc.clock()
+    try:
+        return json_response(await _attempt(svc, live, hook_id, trigger, event, now))
+    except Exception as exc:  # whatever the receiver did, the caller gets the attempt, not a 500
+        log.exception("test of hook %s failed inside the gateway", hook_id)
+        reason = f"internal error: {type(exc).__name__}"
+        return json_response({
+            "hookId": hook_id,
+            "triggerId": trigger,
+            "request": event,
+            "statusCode": None,
+            "durationMs": 0.0,
+            "error": reason,
+            "responseBody": None,
+            "answer": None,
+            "result": _auth_server_result(trigger, event, live.hook.name, None, reason),
+        })
+
+
+async def _attempt(svc: Services, live: LiveHook, hook_id: str, trigger: str, event: dict[str, Any],
+                   now: float) -> dict[str, Any]:
+    """Send the event once and describe the attempt."""
     payload = render_body(live.hook.format, trigger, event, now)
     assert svc.transport is not None
     result = await send(
@@ -53,7 +78,7 @@ async def test_hook(request: web.Request) -> web.Response:
         clock=svc.clock,
     )
     parsed, error = _read_answer(result.ok, result.status_code, result.content_type, result.body)
-    return json_response({
+    return {
         "hookId": hook_id,
         "triggerId": trigger,
         "request": event,
@@ -63,7 +88,7 @@ async def test_hook(request: web.Request) -> web.Response:
         "responseBody": result.body[:MAX_STORED_BODY_BYTES].decode("utf-8", "replace") or None,
         "answer": None if parsed is None else _envelope(parsed),
         "result": _auth_server_result(trigger, event, live.hook.name, parsed, result.error or error),
-    })
+    }
 
 
 def _read_answer(ok: bool, status: int | None, content_type: str | None,

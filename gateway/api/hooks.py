@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import ids, points
+from .. import ids, points, quotas
 from ..auth import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ, SCOPE_UPDATE
 from ..context import Services, services
 from ..egress import check_url
@@ -17,6 +17,7 @@ from ..registry import signing_context
 from ..signing import new_signing_secret
 from ..store.models import Hook
 from ..web import (
+    MAX_PAGE,
     apply_fields,
     fields_filter,
     iso,
@@ -33,6 +34,7 @@ NAME_PATTERN = re.compile(r"[a-zA-Z0-9]([ \-a-zA-Z0-9]*[a-zA-Z0-9])?")
 NAME_MAX = 128
 URL_MAX = 2048
 TIMEOUT_MS_MIN, TIMEOUT_MS_MAX = 100, 60_000
+ORDER_MIN, ORDER_MAX = -1_000_000, 1_000_000
 DEFAULT_TIMEOUT_MS = 10_000
 MAX_CONCURRENCY_MAX = 1000
 RATE_MAX = 10_000.0
@@ -90,7 +92,7 @@ def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
     if "enabled" in body:
         out["enabled"] = validate.boolean(body, "enabled")
     if "order" in body:
-        out["order"] = validate.integer(body, "order", minimum=-1_000_000, maximum=1_000_000)
+        out["order"] = validate.integer(body, "order", minimum=ORDER_MIN, maximum=ORDER_MAX)
     if "timeoutMs" in body:
         out["timeoutMs"] = validate.integer(body, "timeoutMs", minimum=TIMEOUT_MS_MIN, maximum=TIMEOUT_MS_MAX)
     if "failurePolicy" in body:
@@ -109,7 +111,7 @@ def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
 async def list_hooks(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_READ)
-    page = query_int(request, "page", default=0, minimum=0, maximum=1_000_000)
+    page = query_int(request, "page", default=0, minimum=0, maximum=MAX_PAGE)
     per_page = query_int(request, "per_page", default=DEFAULT_PER_PAGE, minimum=1, maximum=MAX_PER_PAGE)
     include_totals = query_bool(request, "include_totals") or False
     enabled = query_bool(request, "enabled")
@@ -161,7 +163,14 @@ async def create_hook(request: web.Request) -> web.Response:
         updated_at=now,
     )
     secret = svc.cipher.encrypt(new_signing_secret(), signing_context(hook.id))
-    await svc.store.create_hook(hook, secret, single_enabled=trigger in SINGLE_ENABLED)
+    quota = await quotas.of_tenant(svc.store, svc.settings.quotas, tenant)
+    await svc.store.create_hook(
+        hook,
+        secret,
+        single_enabled=trigger in SINGLE_ENABLED,
+        max_per_point=quota.hooks_per_point,
+        max_hooks=quota.hooks,
+    )
     svc.registry.invalidate(tenant)
     return json_response(render(hook), status=201)
 

@@ -7,19 +7,20 @@ from typing import Any
 
 from aiohttp import web
 
-from .. import points
+from .. import points, quotas
 from ..auth import SCOPE_ADMIN
 from ..context import services
 from ..errors import BadRequest, Forbidden, NotFound
 from ..middleware import principal
 from ..peers import networks
 from ..store.models import Tenant
-from ..web import iso, json_response, no_content, query_bool, query_int, read_json, require_object
+from ..web import MAX_PAGE, iso, json_response, no_content, query_bool, query_int, read_json, require_object
 from . import validate
 
 ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
-WRITABLE = {"name", "allowedCidrs", "deadlines", "maxInFlight"}
-MAX_DEADLINE_MS = 60_000
+WRITABLE = {"name", "allowedCidrs", "deadlines", "maxInFlight", "quotas"}
+MIN_DEADLINE_MS, MAX_DEADLINE_MS = 100, 60_000
+MAX_IN_FLIGHT_MAX = 100_000
 
 
 def render(t: Tenant) -> dict[str, Any]:
@@ -29,6 +30,7 @@ def render(t: Tenant) -> dict[str, Any]:
         "allowedCidrs": list(t.allowed_cidrs),
         "deadlines": dict(t.deadlines),
         "maxInFlight": t.max_in_flight,
+        "quotas": dict(t.quotas),
         "createdAt": iso(t.created_at),
         "updatedAt": iso(t.updated_at),
     }
@@ -60,12 +62,31 @@ def _fields(body: dict[str, Any]) -> dict[str, Any]:
         for trigger in deadlines:
             if trigger not in points.TRIGGER_IDS or not points.is_blocking(trigger):
                 raise BadRequest(f"'deadlines': {trigger!r} is not a blocking point")
-            validate.integer(deadlines, trigger, minimum=100, maximum=MAX_DEADLINE_MS)
+            value = deadlines[trigger]
+            if isinstance(value, bool) or not isinstance(value, int) or not (
+                MIN_DEADLINE_MS <= value <= MAX_DEADLINE_MS
+            ):
+                raise BadRequest(f"'deadlines.{trigger}' must be an integer between {MIN_DEADLINE_MS} "
+                                 f"and {MAX_DEADLINE_MS} (milliseconds)")
         out["deadlines"] = dict(deadlines)
     if "maxInFlight" in body:
         out["max_in_flight"] = None if body["maxInFlight"] is None else validate.integer(
-            body, "maxInFlight", minimum=1, maximum=100_000)
+            body, "maxInFlight", minimum=1, maximum=MAX_IN_FLIGHT_MAX)
+    if "quotas" in body:
+        out["quotas"] = _quotas(body["quotas"])
     return out
+
+
+def _quotas(value: Any) -> dict[str, int]:
+    """A tenant's quota overrides: each key optional, a positive integer; null leaves it out
+    (the setting applies). The object replaces the tenant's overrides as a whole."""
+    if not isinstance(value, dict) or any(key not in quotas.KEYS for key in value):
+        raise BadRequest(f"'quotas' must be an object with any of {', '.join(quotas.KEYS)}")
+    return {
+        key: validate.integer(value, key, minimum=1, maximum=quotas.MAX_OVERRIDE)
+        for key in quotas.KEYS
+        if value.get(key) is not None
+    }
 
 
 async def create_tenant(request: web.Request) -> web.Response:
@@ -80,7 +101,8 @@ async def create_tenant(request: web.Request) -> web.Response:
     now = svc.clock()
     tenant = Tenant(id=tenant_id, name=fields.get("name", tenant_id),
                     allowed_cidrs=fields.get("allowed_cidrs", ()), deadlines=fields.get("deadlines", {}),
-                    max_in_flight=fields.get("max_in_flight"), created_at=now, updated_at=now)
+                    max_in_flight=fields.get("max_in_flight"), created_at=now, updated_at=now,
+                    quotas=fields.get("quotas", {}))
     await svc.store.create_tenant(tenant)
     svc.registry.invalidate(tenant_id)
     return json_response(render(tenant), status=201)
@@ -89,7 +111,7 @@ async def create_tenant(request: web.Request) -> web.Response:
 async def list_tenants(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
-    page = query_int(request, "page", default=0, minimum=0, maximum=1_000_000)
+    page = query_int(request, "page", default=0, minimum=0, maximum=MAX_PAGE)
     per_page = query_int(request, "per_page", default=50, minimum=1, maximum=100)
     result = await svc.store.list_tenants(offset=page * per_page, limit=per_page)
     tenants = [render(t) for t in result.items]

@@ -31,6 +31,10 @@ class AttemptResult:
     content_type: str | None
     rate_limit: RateLimitInfo
     retry_after: float | None
+    # The receiver closed a reused kept-alive connection before answering: it may have read the
+    # request. The outbound client does not send it again; the caller records this attempt and
+    # may make a new one at once (most often the receiver had closed the connection as idle).
+    closed_reused: bool = False
 
     @property
     def ok(self) -> bool:
@@ -97,6 +101,7 @@ async def send(
     rate_limit = _NO_RATE_LIMIT
     retry_after: float | None = None
     error: str | None = None
+    closed_reused = False
     try:
         target = transport.target(url)  # BadRequest when the URL's policy check refuses it
         answer = await transport.post(target, body, headers, timeout_s=timeout_s, body_cap=body_cap)
@@ -120,7 +125,8 @@ async def send(
     except (ConnectTimeout, AnswerTimeout) as exc:
         error = exc.message
     except TransportError as exc:
-        error = f"connection failed: {exc.message}"
+        error = f"connection failed: {exc.message}"  # invoke.py retries "connection failed" ones
+        closed_reused = exc.reused
     duration_ms = (time.perf_counter() - t0) * 1000.0
     return AttemptResult(
         started_at=started,
@@ -131,6 +137,7 @@ async def send(
         content_type=ctype,
         rate_limit=rate_limit,
         retry_after=retry_after,
+        closed_reused=closed_reused,
     )
 
 

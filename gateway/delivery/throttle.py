@@ -1,21 +1,20 @@
-"""Holding back: pauses per destination (a receiver said `X-RateLimit-Remaining: 0`), and
-each hook's `maxConcurrency` and `rateLimitPerSecond`, shared by every worker."""
+"""Holding back: pauses per destination (a receiver said `X-RateLimit-Remaining: 0`).
+
+A hook's `maxConcurrency` and `rateLimitPerSecond` are kept by the store's claim instead
+(gateway/store/sqlite/lanes.py), so a delivery never waits for them inside a worker."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ..store.base import Store
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 PAUSE_REFRESH_S = 1.0  # a destination's pause is read from the store at most this often
-QUEUE_PER_SLOT = 4  # deliveries waiting in memory per `maxConcurrency` slot; the rest go back
 
 
 @functools.lru_cache(maxsize=4096)
@@ -89,110 +88,3 @@ class Pauses:
         if len(self._checked) > 10_000:  # forget destinations not seen lately
             horizon = time.monotonic() - self._refresh_s
             self._checked = {k: t for k, t in self._checked.items() if t >= horizon}
-
-
-@dataclass(slots=True)
-class _Gate:
-    limit: int
-    rate: float | None
-    active: int = 0
-    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
-    tokens: float = 1.0
-    updated: float = 0.0
-
-
-class HookLimits:
-    """Per hook: at most `maxConcurrency` requests at once, at most `rateLimitPerSecond`.
-
-    Waiters are served first come, first served; a slot is handed straight to the next
-    waiter, so a late arrival never overtakes the queue.
-    """
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._clock = clock
-        self._sleep = sleep
-        self._gates: dict[str, _Gate] = {}
-
-    def _gate(self, hook_id: str, limit: int, rate: float | None) -> _Gate:
-        gate = self._gates.get(hook_id)
-        if gate is None:
-            gate = self._gates[hook_id] = _Gate(limit=limit, rate=rate, updated=self._clock())
-        elif gate.limit != limit or gate.rate != rate:
-            gate.limit, gate.rate = limit, rate
-            self._hand_over(gate)  # a raised limit lets waiters in now
-        return gate
-
-    def active(self, hook_id: str) -> int:
-        gate = self._gates.get(hook_id)
-        return gate.active if gate else 0
-
-    def can_queue(self, hook_id: str, limit: int) -> bool:
-        """False when the hook is at its cap with `QUEUE_PER_SLOT` waiters per slot already."""
-        gate = self._gates.get(hook_id)
-        return gate is None or gate.active < limit or len(gate.waiters) < limit * QUEUE_PER_SLOT
-
-    async def acquire(self, hook_id: str, limit: int, rate: float | None) -> bool:
-        """Wait for a slot (and a token when the hook has a rate); `release` gives it back.
-        Returns whether it had to wait (then what was checked before may have changed)."""
-        gate = self._gate(hook_id, limit, rate)
-        waited = False
-        if gate.active < gate.limit and not gate.waiters:
-            gate.active += 1
-        else:
-            waited = True
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            gate.waiters.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._release(gate)  # the slot was handed over just as we were cancelled
-                elif waiter in gate.waiters:
-                    gate.waiters.remove(waiter)
-                raise
-        if gate.rate:
-            try:
-                waited = await self._take_token(gate) or waited
-            except BaseException:
-                self._release(gate)
-                raise
-        return waited
-
-    async def _take_token(self, gate: _Gate) -> bool:
-        """Take the hook's next token; returns whether it had to wait for it."""
-        waited = False
-        while gate.rate:
-            rate = gate.rate
-            now = self._clock()
-            # A bucket of one token: requests are paced 1/rate apart, never sent in a burst, so
-            # no one-second window of the receiver sees more than `rate` (plus the edge one).
-            gate.tokens = min(1.0, gate.tokens + (now - gate.updated) * rate)
-            gate.updated = now
-            if gate.tokens >= 1.0:
-                gate.tokens -= 1.0
-                return waited
-            waited = True
-            await self._sleep((1.0 - gate.tokens) / rate)
-        return waited
-
-    def release(self, hook_id: str) -> None:
-        gate = self._gates.get(hook_id)
-        if gate is not None:
-            self._release(gate)
-
-    def _release(self, gate: _Gate) -> None:
-        gate.active -= 1
-        self._hand_over(gate)
-
-    @staticmethod
-    def _hand_over(gate: _Gate) -> None:
-        while gate.waiters and gate.active < gate.limit:
-            waiter = gate.waiters.popleft()
-            if not waiter.done():
-                gate.active += 1
-                waiter.set_result(None)

@@ -24,16 +24,16 @@ from ..metrics import Metrics
 from ..registry import HookRegistry, LiveHook
 from ..settings import Settings
 from ..store.base import Store
-from ..store.models import PARKED_AT, Claimed, Delivery, Outcome
+from ..store.models import PARKED_AT, RATE_AHEAD_S, Attempt, Claimed, Delivery, Outcome
 from ..transport import Transport
 from .attempt import AttemptResult, error_note, render_body, request_headers, send
-from .schedule import pause_until, wait_schedule_jitter
-from .throttle import HookLimits, Pauses, destination
+from .schedule import clamp_pause, pause_until, rate_limited_delay, wait_schedule_jitter
+from .throttle import Pauses, destination
 
 log = logging.getLogger("gateway.delivery")
 
 CLAIM_TRICKLE_S = 0.005  # after a claim that took only a few: wait this long before the next
-CAP_RETRY_S = 0.5  # a hook at its concurrency cap with a full queue: look again this much later
+IDLE_MIN_S = 0.005  # an idle worker sleeps at least this long before it looks again
 CLAIM_ERROR_PAUSE_S = 1.0  # the store failed a claim: wait this long before the next one
 ANSWER_MAX_BYTES = MAX_SYNC_BODY_BYTES  # a larger answer is a failed attempt; 4 KiB of it is kept
 
@@ -59,7 +59,6 @@ class DeliveryEngine:
         self.cfg = settings.delivery
         self.wait = wait_schedule_jitter(self.cfg.retry_schedule, self.cfg.jitter, rng)
         self.pauses = Pauses(store, clock=clock)
-        self.limits = HookLimits()
         self.owner = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._wakes: list[asyncio.Event] = []
         self._stopping = False
@@ -67,7 +66,6 @@ class DeliveryEngine:
         self._keeper: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self.delivered = 0
-        self.cap_deferrals = 0  # deliveries put back because their hook was at its cap
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -110,19 +108,15 @@ class DeliveryEngine:
     # -- claiming --------------------------------------------------------------------------
 
     async def _worker(self, wake: asyncio.Event) -> None:
+        """Claim while there are free slots; every claimed delivery is sent at once (the store's
+        lanes only hand out work that may go now), so a slot is never held by a delivery that
+        waits for a cap, a rate or a pause."""
         batch = max(1, self.cfg.batch)
         low_water = max(1, batch // 4)  # claim again once this many slots are free
         mine: set[asyncio.Task[None]] = set()
-        last_claimed, deferrals_then = 0, 0
         while not self._stopping:
             if batch - len(mine) < low_water:
                 await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
-                continue
-            if last_claimed and (self.cap_deferrals - deferrals_then) * 2 >= last_claimed:
-                # Most of the last claim went back because its hooks are at their caps: claiming
-                # again at once would only push the same backlog around. Let the caps drain.
-                last_claimed = 0
-                await asyncio.sleep(self.cfg.poll_interval)
                 continue
             wake.clear()  # before the claim, so a notify that arrives during it is not lost
             try:
@@ -133,7 +127,6 @@ class DeliveryEngine:
                 log.exception("claiming deliveries failed; retrying")
                 await asyncio.sleep(CLAIM_ERROR_PAUSE_S)
                 continue
-            last_claimed, deferrals_then = len(claimed), self.cap_deferrals
             for item in claimed:
                 self._dispatch(item, mine)
             if claimed:
@@ -142,13 +135,41 @@ class DeliveryEngine:
                     # one claim takes several instead of one transaction per event.
                     await asyncio.sleep(CLAIM_TRICKLE_S)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=self.cfg.poll_interval)
+            # Nothing may go now. Wait for new work (a notify), the first lane's due time, or one
+            # of our own deliveries to finish: that frees a slot of its hook and tenant, so its
+            # lane may be due again (then a moment more, to claim what several freed at once).
+            idle = await self._idle_wait()
+            woken = asyncio.ensure_future(wake.wait())
+            try:
+                first = asyncio.FIRST_COMPLETED
+                done, _ = await asyncio.wait({woken, *mine}, timeout=idle, return_when=first)
+            finally:
+                woken.cancel()
+            if done and woken not in done:
+                await asyncio.sleep(CLAIM_TRICKLE_S)
+
+    async def _idle_wait(self) -> float:
+        """Until the first lane is due (a rate-limited hook's next turn, a retry), at most the
+        poll interval: the poll is what notices work another instance made due."""
+        wait = float(self.cfg.poll_interval)
+        try:
+            due = await self.store.next_due()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reading the next due time failed")
+            return wait
+        if due is not None:
+            wait = min(wait, due - self.clock())
+        return max(IDLE_MIN_S, wait)
 
     async def _claim(self, limit: int) -> list[Claimed]:
         """Claim due deliveries; a claim interrupted by shutdown is given back, not lost."""
         task = asyncio.ensure_future(
-            self.store.claim_due(now=self.clock(), limit=limit, lease_s=self.cfg.lease, owner=self.owner)
+            self.store.claim_due(
+                now=self.clock(), limit=limit, lease_s=self.cfg.lease, owner=self.owner,
+                tenant_cap=self.cfg.tenant_max_in_flight,
+            )
         )
         try:
             return await asyncio.shield(task)
@@ -170,10 +191,20 @@ class DeliveryEngine:
         task.add_done_callback(lambda _t: self._inflight.pop(did, None))
 
     async def _keep_leases(self) -> None:
-        """Renew the leases of in-flight deliveries so only a dead engine's rows come due."""
+        """Renew the leases of in-flight deliveries so only a dead engine's rows come due; and,
+        as a safety net, make due any hook whose pending deliveries have no due time."""
         every = max(0.05, self.cfg.lease / 3)
         while True:
             await asyncio.sleep(every)
+            try:
+                repaired = await self.store.repair_lanes()
+                if repaired:
+                    log.warning("%d hooks had pending deliveries but no due time; made due", repaired)
+                    self.notify()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("repairing delivery lanes failed")
             ids = list(self._inflight)
             if not ids:
                 continue
@@ -211,9 +242,15 @@ class DeliveryEngine:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            # Our own failure, not the receiver's: still a recorded attempt that uses up one of
+            # the schedule's tries, so that a bug cannot make a delivery loop.
             log.exception("delivery %s failed unexpectedly", d.id)
             reason = f"internal error: {type(exc).__name__}"
-            outcome = self._failure(item, reason, uses_attempt=False, result=None)
+            now = self.clock()
+            record = Attempt(number=0, started_at=now, duration_ms=0.0, status_code=None, error=reason,
+                             response_body=None)
+            outcome = self._failure(item, reason, uses_attempt=True, result=None)
+            outcome.attempt = record
         try:
             await self.store.record_outcomes([outcome], self.clock(), owner=self.owner)
         except asyncio.CancelledError:
@@ -227,25 +264,12 @@ class DeliveryEngine:
             self.metrics.attempted(outcome.status)
 
     async def _attempt(self, item: Claimed) -> Outcome:
-        d = item.delivery
-        checked = await self._check(d)
+        checked = await self._check(item.delivery)
         if isinstance(checked, Outcome):
             return checked
-        hook = checked.hook
-        if not self.limits.can_queue(hook.id, hook.max_concurrency):
-            self.cap_deferrals += 1
-            return Outcome(d.id, None, "pending", self.clock() + CAP_RETRY_S, False, None)
-        waited = await self.limits.acquire(hook.id, hook.max_concurrency, hook.rate_limit_per_second)
-        try:
-            if waited:
-                # While this one waited for its turn, the hook may have been disabled or deleted,
-                # or its destination paused.
-                checked = await self._check(d)
-                if isinstance(checked, Outcome):
-                    return checked
-            result = await self._send(checked, item)
-        finally:
-            self.limits.release(hook.id)
+        if item.not_before is not None:  # its rate's turn, at most `RATE_AHEAD_S` away
+            await asyncio.sleep(max(0.0, min(item.not_before - self.clock(), RATE_AHEAD_S)))
+        result = await self._send(checked, item)
         return await self._classify(item, checked, result)
 
     async def _check(self, d: Delivery) -> LiveHook | Outcome:
@@ -259,7 +283,7 @@ class DeliveryEngine:
             return Outcome(d.id, None, "pending", PARKED_AT, False, None)
         paused = await self.pauses.check(d.tenant_id, destination(live.hook.url))
         if paused is not None:
-            return Outcome(d.id, None, "pending", paused, False, None)
+            return Outcome(d.id, None, "pending", paused, False, None, lane_until=paused)
         return live
 
     async def _send(self, live: LiveHook, item: Claimed) -> AttemptResult:
@@ -277,9 +301,16 @@ class DeliveryEngine:
         )
 
     async def _classify(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
+        outcome = await self._judge(item, live, result)
+        if result.status_code is not None and outcome.throttled is None:
+            outcome.throttled = False  # an answer other than 429 ends the hook's run of 429s
+        return outcome
+
+    async def _judge(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
         d = item.delivery
         now = self.clock()
-        until = pause_until(result.rate_limit, self.cfg.ratelimit_remaining_threshold, now)
+        asked = pause_until(result.rate_limit, self.cfg.ratelimit_remaining_threshold, now)
+        until = clamp_pause(asked, now, self.cfg.max_pause)
         if until is not None:
             await self.pauses.pause(d.tenant_id, destination(live.hook.url), until)
         status = result.status_code
@@ -290,7 +321,14 @@ class DeliveryEngine:
                 return self._failure(item, exc.message, uses_attempt=True, result=result, floor=until)
             # A 200 with an error envelope is delivered too (Auth0 logged such errors); the error
             # stays in the attempt record.
-            return Outcome(d.id, result.record(note=error_note(answer)), "succeeded", None, True, None)
+            return Outcome(d.id, result.record(note=error_note(answer)), "succeeded", None, True, None,
+                           lane_until=until)
+        if result.closed_reused:
+            # The receiver closed a kept-alive connection without answering; it may or may not
+            # have read the request. Sent again at once on a new connection, as a new attempt
+            # that is recorded like this one; it uses up no try of the schedule.
+            return Outcome(d.id, result.record(), "pending", max(now, until or 0.0), False, result.error,
+                           lane_until=until)
         if status == 410:
             reason = f"receiver answered 410 Gone at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(now))}"
             await self.disable_hook(live, reason)
@@ -302,15 +340,21 @@ class DeliveryEngine:
 
     def _rate_limited(self, item: Claimed, result: AttemptResult, *, floor: float | None) -> Outcome:
         """A 429 is the receiver pacing us, not a failure of this delivery: no attempt is used,
-        the next one waits at least its `Retry-After`, and only the maximum age bounds it."""
+        and the whole hook waits: at least its `Retry-After` (up to `max_pause`), and at least
+        `throttle_floor` doubled for each 429 in a row (up to `throttle_max`), so that
+        `Retry-After: 0` cannot make a loop. Only the maximum age ends the delivery."""
         d = item.delivery
         now = self.clock()
-        wait = result.retry_after if result.retry_after is not None else self.wait.delay(d.attempt_count + 1)
-        due = max(now + wait, floor or 0.0)
-        if due - d.created_at > self.cfg.max_age:
+        cfg = self.cfg
+        in_a_row = item.throttled + 1
+        backoff = rate_limited_delay(None, in_a_row, floor_s=cfg.throttle_floor, max_s=cfg.throttle_max)
+        asked = min(result.retry_after, cfg.max_pause) if result.retry_after is not None else 0.0
+        due = max(now + max(backoff, asked), floor or 0.0)
+        if due - d.created_at > cfg.max_age:
             return Outcome(d.id, result.record(), "failed", None, False,
-                           "max age exceeded (receiver answered 429)")
-        return Outcome(d.id, result.record(), "pending", due, False, result.error)
+                           "max age exceeded (receiver answered 429)", throttled=True)
+        return Outcome(d.id, result.record(), "pending", due, False, result.error,
+                       throttled=True, lane_until=due)
 
     def _failure(
         self, item: Claimed, reason: str, *, uses_attempt: bool, result: AttemptResult | None,
@@ -323,15 +367,16 @@ class DeliveryEngine:
         made = d.attempt_count + (1 if uses_attempt else 0)
         record = result.record(note=reason) if result is not None else None
         if made > len(self.cfg.retry_schedule):
-            return Outcome(d.id, record, "failed", None, uses_attempt, reason)
+            return Outcome(d.id, record, "failed", None, uses_attempt, reason, lane_until=floor)
         due = now + self.wait.delay(max(1, made))
         if result is not None and result.retry_after is not None and result.status_code == 503:
-            due = max(due, now + result.retry_after)
+            due = max(due, now + min(result.retry_after, self.cfg.max_pause))
         if floor is not None:
             due = max(due, floor)
         if due - d.created_at > self.cfg.max_age:
-            return Outcome(d.id, record, "failed", None, uses_attempt, f"{reason}; max age exceeded")
-        return Outcome(d.id, record, "pending", due, uses_attempt, reason)
+            return Outcome(d.id, record, "failed", None, uses_attempt, f"{reason}; max age exceeded",
+                           lane_until=floor)
+        return Outcome(d.id, record, "pending", due, uses_attempt, reason, lane_until=floor)
 
     async def disable_hook(self, live: LiveHook, reason: str) -> None:
         hook = live.hook

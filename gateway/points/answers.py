@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from gateway import strictjson
 from gateway.errors import GatewayError
 
 from .triggers import CREDENTIALS_EXCHANGE, PRE_USER_REGISTRATION, SEND_PHONE_MESSAGE
@@ -88,9 +88,12 @@ def parse_receiver_answer(status: int, content_type: str | None, body: bytes) ->
     if not body.strip():
         return Answer.success()
     try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise AnswerError(f"receiver's answer is not JSON (content type {content_type or 'none'})") from None
+        parsed = strictjson.loads(body)
+    except strictjson.StrictJSONError as exc:
+        if exc.syntax:
+            ctype = content_type or "none"
+            raise AnswerError(f"receiver's answer is not JSON (content type {ctype})") from None
+        raise AnswerError(f"receiver's answer is not strict JSON: {exc.message}") from None
     if not isinstance(parsed, dict):
         raise AnswerError("receiver's answer is not a JSON object")
     if "status" not in parsed:
@@ -173,7 +176,7 @@ def _is_allowed_claim(name: str) -> bool:
 
 
 def _json_size(value: Any) -> int:
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    return len(strictjson.dumps(value).encode())
 
 
 def filter_credentials_exchange(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:

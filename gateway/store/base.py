@@ -37,7 +37,19 @@ class Store(Protocol):
 
     async def delete_tenant(self, tenant_id: str) -> None: ...
 
-    async def create_hook(self, hook: Hook, signing_secret: str, *, single_enabled: bool = False) -> Hook: ...
+    async def create_hook(
+        self,
+        hook: Hook,
+        signing_secret: str,
+        *,
+        single_enabled: bool = False,
+        max_per_point: int | None = None,
+        max_hooks: int | None = None,
+    ) -> Hook:
+        """Insert a hook. Refused in the insert's transaction: a second enabled hook of its point
+        with `single_enabled` (409); the tenant's `max_per_point`-th hook on its point or
+        `max_hooks`-th hook in all already there (403, naming the quota)."""
+        ...
 
     async def get_hook(self, tenant_id: str, hook_id: str) -> Hook | None: ...
 
@@ -114,11 +126,23 @@ class Store(Protocol):
         another point); otherwise returns None."""
         ...
 
-    async def claim_due(self, *, now: float, limit: int, lease_s: float, owner: str) -> list[Claimed]:
-        """Lease up to `limit` due pending deliveries, oldest due first.
+    async def claim_due(
+        self, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None = None
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries, an equal share to each hook that may send now
+        (under its concurrency cap and rate, its tenant under `tenant_cap` deliveries in flight).
 
         The lease moves `next_attempt_at` to the lease expiry, so a claimed row is out of the
-        due range (no other worker takes it) and comes back by itself if its worker dies."""
+        due range (no other worker takes it) and comes back by itself if its worker dies.
+        """
+        ...
+
+    async def next_due(self) -> float | None:
+        """When the first hook may send next (None: nothing pending)."""
+        ...
+
+    async def repair_lanes(self) -> int:
+        """Make due the hooks that have pending deliveries but no due time; returns how many."""
         ...
 
     async def extend_leases(self, delivery_ids: Sequence[str], until: float, *, owner: str) -> None:
@@ -178,9 +202,15 @@ class Store(Protocol):
         new_id: Callable[[], str],
         limit: int,
         now: float,
-    ) -> list[str]:
-        """New deliveries to the hook for its events in [since, until) whose last delivery
-        to it has one of `statuses`; returns the new delivery ids."""
+        per_hour: int | None = None,
+    ) -> tuple[list[str], int]:
+        """New deliveries to the hook (at most `limit`) for its events in [since, until) whose
+        last finished delivery to it (or, with none finished, last delivery) has one of
+        `statuses`. An event that already has a pending delivery to the hook gets none: it is
+        skipped. Returns (the new delivery ids, how many events were skipped).
+
+        With `per_hour`, the tenant's replays of the last hour are counted in the same
+        transaction: past it, `TooManyRequests` with the seconds until one leaves the window."""
         ...
 
     async def get_pause(self, tenant_id: str, destination: str, now: float) -> float | None: ...

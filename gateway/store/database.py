@@ -67,15 +67,18 @@ def _connect(path: str, busy_timeout_s: float, synchronous: str) -> sqlite3.Conn
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    """Apply the numbered `migrations/*.sql` not yet applied; returns the schema version."""
+    """Apply the numbered `migrations/*.sql` not yet applied, in order; returns the schema version.
+
+    Each version is applied unless it is recorded, not only those above the highest: a
+    migration numbered below one already applied (written alongside it) still runs."""
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-    current = row[0] or 0
+    applied = {int(r[0]) for r in conn.execute("SELECT version FROM schema_version")}
+    current = max(applied, default=0)
     folder = resources.files("gateway.store").joinpath("migrations")
     files = sorted((p for p in folder.iterdir() if p.name.endswith(".sql")), key=lambda p: p.name)
     for file in files:
         version = int(file.name.split("_", 1)[0])
-        if version <= current:
+        if version in applied:
             continue
         log.info("applying migration %s", file.name)
         conn.execute("BEGIN IMMEDIATE")
@@ -87,7 +90,7 @@ def migrate(conn: sqlite3.Connection) -> int:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        current = version
+        current = max(current, version)
     return int(current)
 
 

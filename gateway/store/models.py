@@ -14,6 +14,9 @@ from typing import Any
 # The due time of a parked delivery (its hook is disabled): it waits, without using attempts,
 # until the hook is enabled again.
 PARKED_AT = 1e15
+# A rate-limited hook's turns up to this far ahead are claimed at once; each such delivery
+# carries its exact send time (`Claimed.not_before`) and its worker waits that short while.
+RATE_AHEAD_S = 0.02
 MAX_SECRETS_PER_HOOK = 20
 
 
@@ -26,6 +29,8 @@ class Tenant:
     max_in_flight: int | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Overrides of the [quotas] settings, by API name (gateway/quotas.py); absent = the setting.
+    quotas: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,8 @@ class Claimed:
 
     delivery: Delivery
     body: bytes
+    throttled: int = 0  # 429s in a row from the hook's receiver when it was claimed
+    not_before: float | None = None  # a rate-limited hook's turn, a few ms ahead: send then
 
 
 @dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
@@ -111,6 +118,10 @@ class Outcome:
     next_attempt_at: float | None
     uses_attempt: bool
     last_error: str | None
+    # The hook's lane: True after a 429 (one more in a row), False after any other answer
+    # (the run is over), None when nothing was answered.
+    throttled: bool | None = None
+    lane_until: float | None = None  # the whole hook waits until then (a pause, a 429's wait)
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,13 @@ from .connection import Answer, Connection
 from .target import Target
 
 HAPPY_EYEBALLS_DELAY_S = 0.25  # before the next address is tried beside a slow one (RFC 8305)
-KEEPALIVE_S = 15.0  # an idle pooled connection is closed after this long
+# An idle pooled connection is closed after this long, and never reused past it. Shorter than
+# the idle timeouts receivers commonly use (Node's http server and uvicorn: 5 s, Apache: 5 s),
+# so that it is almost always the gateway, not the receiver, that closes an idle connection:
+# the race where a receiver closes one just as a request goes out on it (a failed attempt, see
+# `post`) then needs a receiver with a shorter timeout still. A hook called less often than
+# this pays a new connection each time, which at that rate costs nothing that matters.
+KEEPALIVE_S = 4.0
 MAX_IDLE_PER_HOST = 256  # idle connections kept per host, port and scheme
 
 
@@ -87,13 +93,13 @@ class Transport:
             try:
                 return await self._send(conn, data, timeout_s, body_cap)
             except TransportError as exc:
-                if not exc.unsent:
-                    raise
-            # The pooled connection was closed by the receiver before it answered (it had closed
-            # it as idle just as the request went out): the request goes again on a new one.
-            self._metrics.resent.inc()
-        conn = await self._connect(target, timeout_s - (time.monotonic() - started), timeout_s,
-                                   again=conn is not None)
+                # A pooled connection closed by the receiver before it answered: it may have read
+                # the request (and sent the SMS), so it is not sent again here. The caller records
+                # this failed attempt (`exc.reused`) and may make a new one.
+                if exc.reused:
+                    self._metrics.closed_reused.inc()
+                raise
+        conn = await self._connect(target, timeout_s - (time.monotonic() - started), timeout_s)
         if self._closed:  # closed while this request was connecting: it must not go out now
             conn.close()
             raise TransportError("the outbound client is closed", unsent=True)
@@ -133,11 +139,15 @@ class Transport:
             raise
 
     def _checkout(self, key: tuple[str, int, bool]) -> Connection | None:
+        """An idle connection that has been idle less than the keep-alive time and that the
+        receiver has not closed, as far as can be known before writing on it."""
         idle = self._idle.get(key)
+        oldest = self._clock() - self._keepalive_s
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to have been closed
-            if conn.usable:
+            if conn.usable and conn.idle_since > oldest and conn.quiet():
                 return conn
+            conn.close()
         return None
 
     def _returned(self, conn: Connection) -> None:
@@ -177,18 +187,15 @@ class Transport:
         if self._idle and not self._closed:
             self._sweeper = asyncio.get_running_loop().call_later(self._keepalive_s / 2, self._sweep)
 
-    async def _connect(self, target: Target, left_s: float, timeout_s: float, *,
-                       again: bool = False) -> Connection:
-        """A new connection within the connect timeout and what is left of the request's
-        (`again`: a first try on a pooled connection used some of it)."""
+    async def _connect(self, target: Target, left_s: float, timeout_s: float) -> Connection:
+        """A new connection within the connect timeout and `left_s`, what is left of the
+        request's time."""
         if left_s <= 0:
             raise AnswerTimeout(f"timed out after {timeout_s:g}s", unsent=True)
         try:
             async with asyncio.timeout(min(self.connect_timeout_s, left_s)):
                 return await self._open_connection(target)
         except TimeoutError:
-            if again and left_s < self.connect_timeout_s:  # the request's time ran out
-                raise AnswerTimeout(f"timed out after {timeout_s:g}s", unsent=True) from None
             limit = min(self.connect_timeout_s, timeout_s)
             raise ConnectTimeout(f"timed out connecting after {limit:g}s", unsent=True) from None
 

@@ -9,6 +9,7 @@ keep alive goes back to its pool.
 from __future__ import annotations
 
 import asyncio
+import select
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ MAX_LINE_SIZE = 8190  # bytes in the status line or in one header line
 MAX_HEAD_BYTES = 64 * 1024  # bytes of the whole answer head (status line and headers)
 MAX_HEADERS = 128  # header lines in one answer
 CHUNK_FRAMING_BYTES = 64  # allowed per chunk for its size line and extensions
+
+_poll = getattr(select, "poll", None)  # not on Windows
 
 
 @dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
@@ -61,11 +64,17 @@ class Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._size = 0
         self._complete = False
+        self._peer_closed = False  # the receiver's FIN came (eof_received)
+        self._poller: select.poll | None = None  # the socket's, for `quiet`
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+        sock = transport.get_extra_info("socket")
+        if sock is not None and _poll is not None:
+            self._poller = _poll()
+            self._poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # bytes nobody asked for: the connection cannot be trusted
@@ -104,14 +113,22 @@ class Connection(asyncio.Protocol):
             self._complete = True
             self._settle(keep_alive=False)
             return
-        unsent = not self._answered and self.requests > 1  # a reused connection the peer had closed
-        why = "connection closed by the receiver" + (" before answering" if not self._answered else
-                                                     " in the middle of the answer")
+        if not self._answered and self.requests > 1:
+            # Most likely the receiver closed the connection as idle just as the request went out,
+            # but it may have read the request and acted on it: never sent again silently.
+            why = ("connection closed before an answer (reused connection; the receiver may have read "
+                   "the request)")
+            reused = True
+        else:
+            why = "connection closed by the receiver" + (" before answering" if not self._answered else
+                                                         " in the middle of the answer")
+            reused = False
         if exc is not None:
             why += f" ({exc})"
-        self._fail(TransportError(why, unsent=unsent))
+        self._fail(TransportError(why, reused=reused))
 
     def eof_received(self) -> bool | None:
+        self._peer_closed = True
         return False  # close our side too; connection_lost settles the request
 
     # -- httptools callbacks ---------------------------------------------------------------
@@ -180,7 +197,20 @@ class Connection(asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        return self._transport is not None and not self._transport.is_closing() and self._waiter is None
+        return (self._transport is not None and not self._transport.is_closing() and self._waiter is None
+                and not self._peer_closed)
+
+    def quiet(self) -> bool:
+        """Nothing is waiting to be read on this idle connection. A receiver's FIN, a reset or
+        stray bytes that the kernel has but the event loop has not handled yet would show here:
+        such a connection must not carry a request (the receiver has closed it, or is out of
+        step). One `poll` with no wait (~1 us); True where poll is not available."""
+        if self._poller is None:
+            return True
+        try:
+            return not self._poller.poll(0)
+        except OSError:
+            return False
 
     def request(self, data: bytes, *, timeout_s: float, cap: int,
                 reported_s: float | None = None) -> asyncio.Future[Answer]:

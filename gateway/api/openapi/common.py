@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ... import points
+from ...web import MAX_PAGE
 from .. import deliveries, hooks
 
 Schema = dict[str, Any]
@@ -61,7 +62,9 @@ def path_param(name: str, description: str) -> Schema:
 
 
 PARAMETERS: dict[str, Schema] = {
-    "page": query("page", {"type": "integer", "minimum": 0, "default": 0}, "Page number, 0-based."),
+    "page": query(
+        "page", {"type": "integer", "minimum": 0, "maximum": MAX_PAGE, "default": 0}, "Page number, 0-based."
+    ),
     "per_page": query(
         "per_page",
         {"type": "integer", "minimum": 1, "maximum": hooks.MAX_PER_PAGE, "default": 50},
@@ -114,12 +117,19 @@ HEADERS: dict[str, Schema] = {
 ERRORS: dict[str, tuple[int, str]] = {
     "BadRequest": (400, "Malformed JSON, a wrong type, an unknown field or a bad value; `message` names it."),
     "Unauthorized": (401, "Missing or invalid token."),
-    "Forbidden": (403, "Missing scope, a token of the wrong kind, or a caller address that is not allowed."),
+    "Forbidden": (
+        403,
+        "Missing scope, a token of the wrong kind, a caller address that is not allowed, or a "
+        "tenant's hook quota reached.",
+    ),
     "NotFound": (404, "Unknown id, or an object of another tenant."),
     "Conflict": (409, "Duplicate name or id, or a state that does not allow the change."),
     "PayloadTooLarge": (413, "Request body over [server] max_body_bytes."),
     "UnsupportedMediaType": (415, "Content-Type is not JSON."),
-    "TooManyRequests": (429, "Over the rate limit (or the tenant's blocking in-flight cap)."),
+    "TooManyRequests": (
+        429,
+        "Over the rate limit (or the tenant's blocking in-flight cap, or its replays-per-hour quota).",
+    ),
     "ServiceUnavailable": (503, "Not ready: the database is not reachable."),
 }
 

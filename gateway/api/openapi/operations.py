@@ -5,6 +5,7 @@ from __future__ import annotations
 from ...auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE
 from ...ingest import IDEMPOTENCY_HEADER
 from ...store.models import MAX_SECRETS_PER_HOOK
+from .. import deliveries
 from .common import (
     ASYNC,
     BEARER,
@@ -110,7 +111,9 @@ def _hook_ops() -> list[Op]:
             body=json_body(schema("HookCreate")),
             errors=("Conflict", "PayloadTooLarge", "UnsupportedMediaType"),
             description="`409` when the tenant already has a hook of that name, or when enabling a second "
-            "`send-phone-message` hook.",
+            "`send-phone-message` hook. `403` when the tenant's quota of hooks on the point "
+            "(`hooksPerPoint`) or in all (`hooks`) is reached; the message names the quota and its "
+            "value (a tenant's `quotas`, else [quotas] settings).",
             responses={"201": answer("The new hook.", schema("Hook"))},
         ),
         Op(
@@ -300,7 +303,10 @@ def _delivery_ops() -> list[Op]:
             body=json_body(schema("Replay")),
             errors=("NotFound", "PayloadTooLarge", "UnsupportedMediaType"),
             description="A new delivery for each event sent to the hook between `since` and `until` whose "
-            "delivery has one of `status`.",
+            "last finished delivery has one of `status`, at most "
+            f"{deliveries.MAX_REPLAY} per call. An event that already has a pending delivery to the "
+            "hook gets no second one: it is counted in `skipped`. `429` with `Retry-After` past the "
+            "tenant's `replaysPerHour` quota (counted over the last hour, refused calls excluded).",
             responses={"202": answer("The new deliveries.", schema("ReplayResult"))},
         ),
     ]

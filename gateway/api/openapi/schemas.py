@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ... import points
+from ... import points, quotas
 from ...store.models import MAX_SECRETS_PER_HOOK
+from ...web import TIME_MAX_S, TIME_MIN_S
 from .. import deliveries, hooks, secrets, signing_secrets, tenants
 from .common import (
     BLOCKING,
@@ -42,8 +43,8 @@ def _hook_fields() -> dict[str, Schema]:
         "enabled": {"type": "boolean", "default": False},
         "order": {
             "type": "integer",
-            "minimum": -1_000_000,
-            "maximum": 1_000_000,
+            "minimum": hooks.ORDER_MIN,
+            "maximum": hooks.ORDER_MAX,
             "default": 0,
             "description": "Hooks of one blocking point run in ascending order.",
         },
@@ -187,6 +188,10 @@ def _secret_schemas() -> dict[str, Schema]:
     }
 
 
+def _quota(description: str) -> Schema:
+    return nullable("integer", minimum=1, maximum=quotas.MAX_OVERRIDE, description=description)
+
+
 def _tenant_schemas() -> dict[str, Schema]:
     writable: dict[str, Schema] = {
         "name": {"type": "string", "minLength": 1, "maxLength": 256},
@@ -199,14 +204,29 @@ def _tenant_schemas() -> dict[str, Schema]:
         "deadlines": {
             "type": "object",
             "propertyNames": {"enum": list(BLOCKING)},
-            "additionalProperties": {"type": "integer", "minimum": 100, "maximum": tenants.MAX_DEADLINE_MS},
+            "additionalProperties": {
+                "type": "integer",
+                "minimum": tenants.MIN_DEADLINE_MS,
+                "maximum": tenants.MAX_DEADLINE_MS,
+            },
             "description": "Per blocking point, the invocation deadline in milliseconds.",
         },
         "maxInFlight": nullable(
             "integer",
             minimum=1,
-            maximum=100_000,
+            maximum=tenants.MAX_IN_FLIGHT_MAX,
             description="Blocking invocations in flight at once (default [sync] max_in_flight).",
+        ),
+        "quotas": obj(
+            {
+                quotas.HOOKS_PER_POINT: _quota("Hooks on one point ([quotas] hooks_per_point)."),
+                quotas.HOOKS: _quota("Hooks in all ([quotas] hooks_per_tenant)."),
+                quotas.REPLAYS_PER_HOUR: _quota(
+                    "Calls of POST /api/v2/hooks/{id}/replay in any hour ([quotas] replays_per_hour)."
+                ),
+            },
+            description="Overrides of the [quotas] settings for this tenant; a key left out (or null) "
+            "takes the setting. Replaces the tenant's overrides as a whole. Operators only.",
         ),
     }
     tenant_id = {"type": "string", "pattern": TENANT_ID_PATTERN}
@@ -218,7 +238,7 @@ def _tenant_schemas() -> dict[str, Schema]:
                 "createdAt": timestamp("When it was created."),
                 "updatedAt": timestamp("When it last changed."),
             },
-            ["id", "name", "allowedCidrs", "deadlines", "maxInFlight", "createdAt", "updatedAt"],
+            ["id", "name", "allowedCidrs", "deadlines", "maxInFlight", "quotas", "createdAt", "updatedAt"],
         ),
         "TenantCreate": obj({"id": tenant_id, **writable}, ["id"]),
         "TenantUpdate": obj(
@@ -339,12 +359,21 @@ def _delivery_schemas() -> dict[str, Schema]:
                     "items": {"type": "string"},
                     "description": "The ids of the new deliveries.",
                 },
+                "skipped": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "description": "Events of the window that matched but already have a pending "
+                    "delivery to the hook: a replay never adds a second one.",
+                },
             },
-            ["count", "deliveries"],
+            ["count", "deliveries", "skipped"],
         ),
         "Time": {
-            "oneOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
-            "description": "ISO 8601 (`2026-12-01T10:00:00Z`) or unix seconds.",
+            "oneOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "number", "minimum": TIME_MIN_S, "maximum": TIME_MAX_S},
+            ],
+            "description": "ISO 8601 (`2026-12-01T10:00:00Z`) or unix seconds, from 1970 to the end of 9999.",
         },
     }
 

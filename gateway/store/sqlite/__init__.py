@@ -7,7 +7,7 @@ from ..database import Database, sqlite_path
 from ..models import MAX_SECRETS_PER_HOOK
 from .deliveries import DeliveryQueries
 from .hooks import HookQueries
-from .rows import CLAIM_SQL
+from .lanes import LANE_DUE_SQL
 from .tenants import TenantQueries
 
 
@@ -27,4 +27,4 @@ class SqliteStore(TenantQueries, HookQueries, DeliveryQueries):
         await self.db.ping()
 
 
-__all__ = ["CLAIM_SQL", "MAX_SECRETS_PER_HOOK", "SqliteStore"]
+__all__ = ["LANE_DUE_SQL", "MAX_SECRETS_PER_HOOK", "SqliteStore"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ...errors import BadRequest, Conflict, NotFound
+from ...errors import BadRequest, Conflict, NotFound, TooManyRequests
 from ..database import Database
 from ..models import (
     PARKED_AT,
@@ -18,8 +19,8 @@ from ..models import (
     Page,
     SyncRecord,
 )
+from . import lanes
 from .rows import (
-    CLAIM_SQL,
     DELIVERY_COLUMNS,
     PURGE_BATCH,
     attempt_values,
@@ -110,37 +111,33 @@ class DeliveryQueries:
                     for did, hid in deliveries
                 ],
             )
+            if status == "pending":
+                lanes.wake(c, (hid for _, hid in deliveries), now)
             return None
 
         return await self.db.write(op)
 
-    async def claim_due(self, *, now: float, limit: int, lease_s: float, owner: str) -> list[Claimed]:
-        """Lease up to `limit` due pending deliveries, oldest due first.
+    async def claim_due(
+        self, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None = None
+    ) -> list[Claimed]:
+        """Lease up to `limit` due deliveries, shared fairly across hooks (gateway/store/sqlite/lanes.py).
 
         The lease moves `next_attempt_at` to the lease expiry, so a claimed row is out of the
         due range (no other worker takes it) and comes back by itself if its worker dies.
-        The rows are found through the partial index `deliveries_due`: the cost depends on
-        how many are due, not on how many deliveries the table holds.
         """
 
         def op(c: sqlite3.Connection) -> list[Claimed]:
-            due = [r[0] for r in c.execute(CLAIM_SQL, (now, limit))]
-            if not due:
-                return []
-            marks = ",".join("?" * len(due))
-            rows = c.execute(
-                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = ? WHERE id IN ({marks})"  # noqa: S608
-                f" RETURNING {DELIVERY_COLUMNS}",
-                (now + lease_s, owner, *due),
-            ).fetchall()
-            order = {did: i for i, did in enumerate(due)}
-            deliveries = sorted((delivery_from_row(r) for r in rows), key=lambda d: order[d.id])
-            event_ids = list({d.event_id for d in deliveries})
-            marks = ",".join("?" * len(event_ids))
-            bodies = dict(c.execute(f"SELECT id, body FROM events WHERE id IN ({marks})", event_ids))  # noqa: S608
-            return [Claimed(delivery=d, body=bodies.get(d.event_id, b"{}")) for d in deliveries]
+            return lanes.claim(c, now=now, limit=limit, lease_s=lease_s, owner=owner, tenant_cap=tenant_cap)
 
         return await self.db.write(op)
+
+    async def next_due(self) -> float | None:
+        """When the first hook may send next (None: nothing pending)."""
+        return await self.db.read(lanes.next_due)
+
+    async def repair_lanes(self) -> int:
+        """Make due the hooks that have pending deliveries but no due time; returns how many."""
+        return await self.db.write(lanes.repair)
 
     async def extend_leases(self, delivery_ids: Sequence[str], until: float, *, owner: str) -> None:
         """Push the lease of deliveries still held by `owner` (and pending) out to `until`."""
@@ -175,6 +172,7 @@ class DeliveryQueries:
                     f" lease_owner = NULL, updated_at = ? WHERE {cond}",
                     (o.status, o.next_attempt_at, 1 if o.uses_attempt else 0, o.last_error, now, *args),
                 )
+                lanes.after_outcome(c, o, now)
                 if o.attempt is None:
                     continue
                 a = o.attempt
@@ -242,6 +240,7 @@ class DeliveryQueries:
                 " WHERE id = ? AND status = 'pending'",
                 [(until, now, d) for d in delivery_ids],
             )
+            lanes.wake_deliveries(c, delivery_ids, until)
 
         await self.db.write(op)
 
@@ -255,6 +254,7 @@ class DeliveryQueries:
                 f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = NULL, updated_at = ? WHERE {cond}",  # noqa: S608
                 [(now, now, d, owner) if owner is not None else (now, now, d) for d in delivery_ids],
             )
+            lanes.wake_deliveries(c, delivery_ids, now)
 
         await self.db.write(op)
 
@@ -341,6 +341,7 @@ class DeliveryQueries:
                 " updated_at = ?, created_at = created_at WHERE id = ?",
                 (due, now, delivery_id),
             )
+            lanes.wake_deliveries(c, [delivery_id], due)
             return delivery_by_id(c, delivery_id)
 
         return await self.db.write(op)
@@ -356,31 +357,65 @@ class DeliveryQueries:
         new_id: Callable[[], str],
         limit: int,
         now: float,
-    ) -> list[str]:
+        per_hour: int | None = None,
+    ) -> tuple[list[str], int]:
         """At most `limit` new deliveries to the hook for its events in [since, until) whose
-        last delivery to it has one of `statuses`; returns the new delivery ids."""
-        status_list = list(statuses)
+        last finished delivery to it (or, with none finished, last delivery) has one of
+        `statuses`. An event with a pending delivery to the hook gets no second one: it is
+        skipped. Returns (the new delivery ids, how many events were skipped).
 
-        def op(c: sqlite3.Connection) -> list[str]:
+        With `per_hour`, the tenant's replays of the last hour are counted, and this one
+        recorded, in the same transaction: past it, `TooManyRequests` whose `retry_after` is
+        the seconds until enough of them have left the hour."""
+        status_list = list(statuses)
+        hour = 3600.0
+
+        def check_quota(c: sqlite3.Connection, per_hour: int) -> None:
+            c.execute("DELETE FROM replays WHERE tenant_id = ? AND created_at <= ?", (tenant_id, now - hour))
+            count = c.execute("SELECT COUNT(*) FROM replays WHERE tenant_id = ?", (tenant_id,)).fetchone()[0]
+            if count >= per_hour:
+                # The one whose leaving brings the count under the quota (the oldest, unless
+                # the quota was lowered meanwhile).
+                (freed_at,) = c.execute(
+                    "SELECT created_at FROM replays WHERE tenant_id = ? ORDER BY created_at LIMIT 1 OFFSET ?",
+                    (tenant_id, count - per_hour),
+                ).fetchone()
+                wait = max(1, math.ceil(freed_at + hour - now))
+                raise TooManyRequests(
+                    f"quota 'replaysPerHour' is {per_hour}: try again in {wait} s", retry_after=wait
+                )
+            c.execute(
+                "INSERT INTO replays (tenant_id, hook_id, created_at) VALUES (?, ?, ?)",
+                (tenant_id, hook_id, now),
+            )
+
+        def op(c: sqlite3.Connection) -> tuple[list[str], int]:
             hook = require_hook(c, tenant_id, hook_id)
-            # Per event of the window, the hook's latest delivery (SQLite takes the bare
-            # `status` from the row holding MAX(rowid), the last inserted); replay those whose
-            # status is one of `statuses`, oldest event first.
+            if per_hour is not None:
+                check_quota(c, per_hour)
+            # Per event of the window: whether the hook has a pending delivery of it, and the
+            # status of its latest finished one (by rowid: the last inserted), oldest event first.
             rows = c.execute(
-                "SELECT d.event_id, d.status, MAX(d.rowid) FROM deliveries d"
-                " JOIN events e ON e.id = d.event_id"
-                " WHERE d.tenant_id = ? AND d.hook_id = ? AND d.kind = 'async'"
-                " AND e.created_at >= ? AND e.created_at < ?"
+                "SELECT d.event_id, MAX(d.status = 'pending'),"
+                " (SELECT x.status FROM deliveries x WHERE x.event_id = d.event_id AND x.hook_id = ?2"
+                "  AND x.kind = 'async' AND x.status != 'pending' ORDER BY x.rowid DESC LIMIT 1)"
+                " FROM deliveries d JOIN events e ON e.id = d.event_id"
+                " WHERE d.tenant_id = ?1 AND d.hook_id = ?2 AND d.kind = 'async'"
+                " AND e.created_at >= ?3 AND e.created_at < ?4"
                 " GROUP BY d.event_id ORDER BY e.created_at, d.event_id",
                 (tenant_id, hook_id, since, until),
             ).fetchall()
             due = now if hook[1] else PARKED_AT
             created: list[str] = []
-            for event_id, status, _ in rows:
-                if status not in status_list:
+            skipped = 0
+            for event_id, has_pending, last_finished in rows:
+                if (last_finished or "pending") not in status_list:
+                    continue
+                if has_pending:  # never a second pending delivery of one event to one hook
+                    skipped += 1
                     continue
                 if len(created) >= limit:  # the caller's cap on one replay
-                    break
+                    continue
                 did = new_id()
                 c.execute(
                     f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
@@ -388,7 +423,9 @@ class DeliveryQueries:
                     (did, tenant_id, event_id, hook_id, hook[2], due, now, now),
                 )
                 created.append(did)
-            return created
+            if created:
+                lanes.wake(c, [hook_id], due)
+            return created, skipped
 
         return await self.db.write(op)
 

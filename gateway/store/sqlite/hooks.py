@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...errors import BadRequest, Conflict, NotFound
+from ...errors import BadRequest, Conflict, Forbidden, NotFound
 from ..database import Database
 from ..models import (
     MAX_SECRETS_PER_HOOK,
@@ -16,6 +16,7 @@ from ..models import (
     Page,
     SigningSecret,
 )
+from . import lanes
 from .rows import (
     HOOK_COLUMNS,
     HOOK_FIELD_COLUMNS,
@@ -35,11 +36,23 @@ class HookQueries:
 
     # -- hooks -----------------------------------------------------------------------------
 
-    async def create_hook(self, hook: Hook, signing_secret: str, *, single_enabled: bool = False) -> Hook:
+    async def create_hook(
+        self,
+        hook: Hook,
+        signing_secret: str,
+        *,
+        single_enabled: bool = False,
+        max_per_point: int | None = None,
+        max_hooks: int | None = None,
+    ) -> Hook:
         """Insert a hook and its first signing secret. With `single_enabled`, an enabled hook is
-        refused (409) when another hook of its point is enabled, checked in the same transaction."""
+        refused (409) when another hook of its point is enabled; with `max_per_point` or
+        `max_hooks`, a hook past the tenant's quota is refused (403). Both are checked in the
+        transaction of the insert, so concurrent creates cannot both pass at the edge."""
 
         def op(c: sqlite3.Connection) -> Hook:
+            if max_per_point is not None or max_hooks is not None:
+                _check_hook_quotas(c, hook, max_per_point, max_hooks)
             if single_enabled and hook.enabled:
                 other = c.execute(
                     "SELECT name FROM hooks WHERE tenant_id = ? AND trigger_id = ? AND enabled = 1",
@@ -179,6 +192,16 @@ class HookQueries:
                     " AND next_attempt_at >= ?",
                     (now, hook_id, PARKED_AT),
                 )
+            # An edit applies to queued work: the lane is looked at again now, under the new
+            # limits; a new rate starts from a fresh turn, a new URL from no run of 429s.
+            resets = ["next_due = CASE WHEN next_due IS NULL THEN NULL ELSE MIN(next_due, ?) END"]
+            if after.rate_limit_per_second != before.rate_limit_per_second:
+                resets.append("rate_next_at = NULL")
+            if after.url != before.url:
+                resets.append("throttled = 0")
+            c.execute(f"UPDATE hooks SET {', '.join(resets)} WHERE id = ?", (now, hook_id))  # noqa: S608
+            if after.enabled and not before.enabled:
+                lanes.wake(c, [hook_id], now)
             return before, after
 
         return await self.db.write(op)
@@ -315,3 +338,23 @@ class HookQueries:
             c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
 
         await self.db.write(op)
+
+
+def _check_hook_quotas(
+    c: sqlite3.Connection, hook: Hook, max_per_point: int | None, max_hooks: int | None
+) -> None:
+    """`Forbidden` naming the quota (by its API name) when one more hook would pass it."""
+    on_point, total = c.execute(
+        "SELECT COALESCE(SUM(trigger_id = ?), 0), COUNT(*) FROM hooks WHERE tenant_id = ?",
+        (hook.trigger_id, hook.tenant_id),
+    ).fetchone()
+    if max_per_point is not None and on_point >= max_per_point:
+        raise Forbidden(
+            f"quota 'hooksPerPoint' is {max_per_point}: the tenant has {on_point} hooks on"
+            f" {hook.trigger_id!r}; delete one, or ask the operator to raise the quota"
+        )
+    if max_hooks is not None and total >= max_hooks:
+        raise Forbidden(
+            f"quota 'hooks' is {max_hooks}: the tenant has {total} hooks;"
+            " delete one, or ask the operator to raise the quota"
+        )

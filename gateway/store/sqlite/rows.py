@@ -16,7 +16,7 @@ from ..models import (
     Tenant,
 )
 
-TENANT_COLUMNS = "id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at"
+TENANT_COLUMNS = "id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at, quotas"
 HOOK_COLUMNS = (
     'id, tenant_id, name, trigger_id, url, enabled, "order", timeout_ms, failure_policy, '
     "max_concurrency, rate_limit_per_second, format, disabled_reason, created_at, updated_at"
@@ -39,12 +39,7 @@ HOOK_FIELD_COLUMNS = {
     "disabledReason": "disabled_reason",
 }
 PURGE_BATCH = 5000  # finished deliveries deleted per transaction, so ingest is not held up
-# Claim: the oldest due pending rows. The query matches the partial index
-# `deliveries_due (next_attempt_at) WHERE status = 'pending'`, so it never scans the table.
-CLAIM_SQL = (
-    "SELECT id FROM deliveries WHERE status = 'pending' AND next_attempt_at <= ?"
-    " ORDER BY next_attempt_at LIMIT ?"
-)
+
 
 
 def hook_from_row(row: Sequence[Any]) -> Hook:
@@ -80,6 +75,7 @@ def tenant_from_row(row: Sequence[Any]) -> Tenant:
         max_in_flight=row[4],
         created_at=row[5],
         updated_at=row[6],
+        quotas=json.loads(row[7]),
     )
 
 

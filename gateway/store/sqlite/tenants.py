@@ -33,7 +33,7 @@ class TenantQueries:
             try:
                 c.execute(
                     "INSERT INTO tenants (id, name, allowed_cidrs, deadlines, max_in_flight, created_at,"
-                    " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    " updated_at, quotas) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         tenant.id,
                         tenant.name,
@@ -42,6 +42,7 @@ class TenantQueries:
                         tenant.max_in_flight,
                         tenant.created_at,
                         tenant.updated_at,
+                        json.dumps(tenant.quotas),
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -84,6 +85,7 @@ class TenantQueries:
             "allowed_cidrs": "allowed_cidrs",
             "deadlines": "deadlines",
             "max_in_flight": "max_in_flight",
+            "quotas": "quotas",
         }
 
         def op(c: sqlite3.Connection) -> Tenant:
@@ -93,7 +95,7 @@ class TenantQueries:
                 sets.append(f"{columns[key]} = ?")
                 args.append(
                     json.dumps(list(value) if key == "allowed_cidrs" else value)
-                    if key in ("allowed_cidrs", "deadlines")
+                    if key in ("allowed_cidrs", "deadlines", "quotas")
                     else value
                 )
             cur = c.execute(
@@ -121,7 +123,7 @@ class TenantQueries:
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = ?)",
                 (tenant_id,),
             )
-            for table in ("deliveries", "events", "idempotency_keys", "destination_pauses"):
+            for table in ("deliveries", "events", "idempotency_keys", "destination_pauses", "replays"):
                 c.execute(f"DELETE FROM {table} WHERE tenant_id = ?", (tenant_id,))  # noqa: S608 - fixed names
 
         await self.db.write(op)
