@@ -440,3 +440,20 @@ async def test_rows_written_before_headers_were_bounded_still_read(make_gateway,
     assert d["attempts"][0]["retryAfter"] is None
     listing = await gw.client.get("/api/v2/deliveries", headers=gw.auth())
     assert listing.status == 200
+
+
+async def test_a_finished_delivery_frees_its_hooks_slot_for_the_claim_that_rechecks_it(
+    store: SqliteStore,
+) -> None:
+    await add_hook(store, "hk_1", cap=1)
+    await queue(store, "hk_1", 3)
+    (first,) = await store.claim_due(now=T0, limit=10, lease_s=60, owner="w")
+    finished = done(first.delivery.id)
+    finished.hook_id = "hk_1"  # the worker names the hook: the store writes nothing for the lane
+    await store.record_outcomes([finished], T0 + 1, owner="w")
+
+    unaware = await store.claim_due(now=T0 + 1, limit=10, lease_s=60, owner="other")
+    told = await store.claim_due(now=T0 + 1, limit=10, lease_s=60, owner="w", recheck=["hk_1"])
+
+    assert unaware == []  # the lane still waits for the first lease to end
+    assert len(told) == 1

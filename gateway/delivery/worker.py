@@ -65,6 +65,7 @@ class DeliveryEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._keeper: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._finished: set[str] = set()  # hooks with a delivery finished since the last claim
         self.delivered = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -165,19 +166,24 @@ class DeliveryEngine:
 
     async def _claim(self, limit: int) -> list[Claimed]:
         """Claim due deliveries; a claim interrupted by shutdown is given back, not lost."""
+        recheck, self._finished = self._finished, set()
         task = asyncio.ensure_future(
             self.store.claim_due(
                 now=self.clock(), limit=limit, lease_s=self.cfg.lease, owner=self.owner,
-                tenant_cap=self.cfg.tenant_max_in_flight,
+                tenant_cap=self.cfg.tenant_max_in_flight, recheck=sorted(recheck),
             )
         )
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
+            self._finished |= recheck
             with contextlib.suppress(Exception):
                 claimed = await task
                 if claimed:
                     await self.store.release([c.delivery.id for c in claimed], self.clock(), owner=self.owner)
+            raise
+        except Exception:
+            self._finished |= recheck  # looked at again by the next claim
             raise
 
     def _dispatch(self, item: Claimed, mine: set[asyncio.Task[None]]) -> None:
@@ -251,6 +257,7 @@ class DeliveryEngine:
                              response_body=None)
             outcome = self._failure(item, reason, uses_attempt=True, result=None)
             outcome.attempt = record
+        outcome.hook_id = d.hook_id
         try:
             await self.store.record_outcomes([outcome], self.clock(), owner=self.owner)
         except asyncio.CancelledError:
@@ -258,6 +265,8 @@ class DeliveryEngine:
         except Exception:  # the lease runs out and the delivery is tried again
             log.exception("recording the outcome of delivery %s failed", d.id)
             return
+        finally:
+            self._finished.add(d.hook_id)  # a slot of its hook is free: the next claim looks
         if outcome.status == "succeeded":
             self.delivered += 1
         if outcome.attempt is not None:
@@ -302,7 +311,7 @@ class DeliveryEngine:
 
     async def _classify(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
         outcome = await self._judge(item, live, result)
-        if result.status_code is not None and outcome.throttled is None:
+        if result.status_code is not None and outcome.throttled is None and item.throttled:
             outcome.throttled = False  # an answer other than 429 ends the hook's run of 429s
         return outcome
 

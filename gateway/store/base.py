@@ -127,10 +127,13 @@ class Store(Protocol):
         ...
 
     async def claim_due(
-        self, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None = None
+        self, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None = None,
+        recheck: Sequence[str] = (),
     ) -> list[Claimed]:
         """Lease up to `limit` due deliveries, an equal share to each hook that may send now
         (under its concurrency cap and rate, its tenant under `tenant_cap` deliveries in flight).
+        `recheck`: hooks whose deliveries the caller saw finish since its last claim (their
+        outcomes were recorded with `Outcome.hook_id`): each may have a free slot again.
 
         The lease moves `next_attempt_at` to the lease expiry, so a claimed row is out of the
         due range (no other worker takes it) and comes back by itself if its worker dies.

@@ -122,6 +122,7 @@ class Outcome:
     # (the run is over), None when nothing was answered.
     throttled: bool | None = None
     lane_until: float | None = None  # the whole hook waits until then (a pause, a 429's wait)
+    hook_id: str = ""  # the delivery's hook, when the caller knows it (saves the store a look-up)
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,8 @@ class DeliveryQueries:
         return await self.db.write(op)
 
     async def claim_due(
-        self, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None = None
+        self, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None = None,
+        recheck: Sequence[str] = (),
     ) -> list[Claimed]:
         """Lease up to `limit` due deliveries, shared fairly across hooks (gateway/store/sqlite/lanes.py).
 
@@ -127,7 +128,8 @@ class DeliveryQueries:
         """
 
         def op(c: sqlite3.Connection) -> list[Claimed]:
-            return lanes.claim(c, now=now, limit=limit, lease_s=lease_s, owner=owner, tenant_cap=tenant_cap)
+            return lanes.claim(c, now=now, limit=limit, lease_s=lease_s, owner=owner, tenant_cap=tenant_cap,
+                               recheck=recheck)
 
         return await self.db.write(op)
 

@@ -33,9 +33,12 @@ from .rows import DELIVERY_COLUMNS, delivery_from_row
 
 TENANT_RECHECK_S = 0.25  # a lane whose tenant is at its in-flight cap is looked at again this much later
 
-_LANES_SQL = (
-    "SELECT id, tenant_id, enabled, max_concurrency, rate_limit_per_second, rate_next_at, throttled"
-    " FROM hooks WHERE next_due <= ? ORDER BY next_due, id LIMIT ?"
+_LANE_COLUMNS = "id, tenant_id, enabled, max_concurrency, rate_limit_per_second, rate_next_at, throttled"
+_LANES_SQL = f"SELECT {_LANE_COLUMNS} FROM hooks WHERE next_due <= ? ORDER BY next_due, id LIMIT ?"  # noqa: S608
+# Lanes a finished delivery may have unblocked (at their cap until then), unless on hold.
+_RECHECK_SQL = (
+    f"SELECT {_LANE_COLUMNS} FROM hooks WHERE id IN ({{marks}}) AND next_due IS NOT NULL"  # noqa: S608
+    " AND next_due > ? AND (hold_until IS NULL OR hold_until <= ?)"
 )
 LANE_DUE_SQL = (
     "SELECT id FROM deliveries WHERE hook_id = ? AND status = 'pending' AND next_attempt_at <= ?"
@@ -62,13 +65,22 @@ _AFTER_OUTCOME_SQL = (
     "  THEN MAX(?2, COALESCE(hold_until, 0)) ELSE next_due END,"
     " hold_until = COALESCE(?1, hold_until),"
     " throttled = CASE ?3 WHEN 1 THEN throttled + 1 WHEN 0 THEN 0 ELSE throttled END"
-    " WHERE id = (SELECT hook_id FROM deliveries WHERE id = ?4)"
+    " WHERE id = {which}"
+    # Only when something changes: most outcomes find their lane due already (a write saved).
+    " AND (?1 IS NOT NULL OR ?3 = 1 OR (?3 = 0 AND throttled != 0)"
+    "  OR next_due IS NULL OR next_due > MAX(?2, COALESCE(hold_until, 0)))"
 )
+_AFTER_OUTCOME_BY_HOOK = _AFTER_OUTCOME_SQL.format(which="?4")
+_AFTER_OUTCOME_BY_DELIVERY = _AFTER_OUTCOME_SQL.format(which="(SELECT hook_id FROM deliveries WHERE id = ?4)")
 # A wake: the lane is due no later than `at`, but not before its hold.
 _WAKE_SQL = (
     "UPDATE hooks SET next_due = MAX(?1, COALESCE(hold_until, 0))"
     " WHERE id = {which} AND (next_due IS NULL OR next_due > MAX(?1, COALESCE(hold_until, 0)))"
 )
+
+
+# A claimed delivery: its row (DELIVERY_COLUMNS), its lane's 429s in a row, its rate turn.
+_Picked = tuple[tuple[Any, ...], int, float | None]
 
 
 @dataclass(slots=True)
@@ -86,11 +98,22 @@ class _Lane:
 
 
 def claim(
-    c: sqlite3.Connection, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None
+    c: sqlite3.Connection, *, now: float, limit: int, lease_s: float, owner: str, tenant_cap: int | None,
+    recheck: Sequence[str] = (),
 ) -> list[Claimed]:
     """Lease up to `limit` deliveries from the due lanes, shared out in passes (each lane an
-    equal part of what is left) until the claim is full or no lane can take more."""
+    equal part of what is left) until the claim is full or no lane can take more.
+
+    `recheck` names hooks whose deliveries the caller saw finish since its last claim: a lane
+    that was at its cap may go on. Looking at them here, once per claim, costs less than a
+    write per finished delivery (and the instance that finished them is the one that claims)."""
     rows = c.execute(_LANES_SQL, (now, limit)).fetchall()
+    if recheck:
+        seen = {r[0] for r in rows}
+        extra = [h for h in set(recheck) if h not in seen]
+        if extra:
+            sql = _RECHECK_SQL.format(marks=",".join("?" * len(extra)))
+            rows += c.execute(sql, (*extra, now, now)).fetchall()
     tenant_busy: dict[str, int] = {}
     lanes: list[_Lane] = []
     for hook_id, tenant_id, enabled, cap, rate, rate_next, throttled in rows:
@@ -109,7 +132,7 @@ def claim(
         tokens = _tokens(tat, now, 1.0 / rate) if rate else limit
         lanes.append(_Lane(hook_id, tenant_id, cap, rate, throttled, busy, first_lease_end, tat, tokens,
                            full=True))
-    picked: list[tuple[str, int, float | None]] = []  # (delivery id, the lane's 429s in a row, send at)
+    picked: list[_Picked] = []
     left = limit
     while left > 0:
         hungry = [lane for lane in lanes if lane.full]
@@ -128,13 +151,15 @@ def claim(
             if not taken:
                 continue
             marks = ",".join("?" * len(taken))
-            c.execute(
-                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = ? WHERE id IN ({marks})",  # noqa: S608
+            leased = c.execute(
+                f"UPDATE deliveries SET next_attempt_at = ?, lease_owner = ? WHERE id IN ({marks})"  # noqa: S608
+                f" RETURNING {DELIVERY_COLUMNS}",
                 (now + lease_s, owner, *taken),
-            )
+            ).fetchall()
+            by_id = {row[0]: row for row in leased}
             for did in taken:
                 turn = lane.tat if lane.rate else now
-                picked.append((did, lane.throttled, turn if turn > now else None))
+                picked.append((by_id[did], lane.throttled, turn if turn > now else None))
                 if lane.rate:
                     lane.tat += 1.0 / lane.rate  # a rate-limited lane's turns are 1/rate apart
             left -= len(taken)
@@ -154,27 +179,24 @@ def claim(
             holds.append(lane.first_lease_end)  # or sooner: a finished delivery wakes the lane
         if tenant_cap is not None and tenant_busy[lane.tenant_id] >= tenant_cap and lane.busy > 0:
             holds.append(now + TENANT_RECHECK_S)
-        _settle(c, lane.hook_id, now, max(holds) if holds else None)
+        if lane.full and not holds:  # more due work, most likely: to the back of the line
+            c.execute("UPDATE hooks SET next_due = MAX(?, COALESCE(hold_until, 0)) WHERE id = ?",
+                      (now, lane.hook_id))
+        else:
+            _settle(c, lane.hook_id, now, max(holds) if holds else None)
     return _load(c, picked)
 
 
-def _load(c: sqlite3.Connection, picked: list[tuple[str, int, float | None]]) -> list[Claimed]:
+def _load(c: sqlite3.Connection, picked: list[_Picked]) -> list[Claimed]:
     """The claimed deliveries with their event bodies, in the order they were picked."""
     if not picked:
         return []
-    order = {p[0]: i for i, p in enumerate(picked)}
-    marks = ",".join("?" * len(picked))
-    rows = c.execute(
-        f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id IN ({marks})",  # noqa: S608
-        list(order),
-    ).fetchall()
-    deliveries = sorted((delivery_from_row(r) for r in rows), key=lambda d: order[d.id])
-    event_ids = list({d.event_id for d in deliveries})
+    event_ids = list({row[2] for row, _, _ in picked})
     marks = ",".join("?" * len(event_ids))
     bodies = dict(c.execute(f"SELECT id, body FROM events WHERE id IN ({marks})", event_ids))  # noqa: S608
     out = []
-    for d in deliveries:
-        _, throttled, not_before = picked[order[d.id]]
+    for row, throttled, not_before in picked:
+        d = delivery_from_row(row)
         out.append(Claimed(delivery=d, body=bodies.get(d.event_id, b"{}"), throttled=throttled,
                            not_before=not_before))
     return out
@@ -211,9 +233,16 @@ def wake_deliveries(c: sqlite3.Connection, delivery_ids: Sequence[str], at: floa
 
 
 def after_outcome(c: sqlite3.Connection, o: Outcome, now: float) -> None:
-    """A delivery of the lane is no longer in flight: the lane may go on (or waits as told)."""
+    """A delivery of the lane is no longer in flight: the lane may go on (or waits as told).
+    An outcome with no news for its lane (no wait, no change of its run of 429s) and a known
+    hook writes nothing: the claim that follows re-checks the hook (`claim(recheck=...)`)."""
+    if o.hook_id and o.lane_until is None and o.throttled is None:
+        return
     throttled: Any = None if o.throttled is None else int(o.throttled)
-    c.execute(_AFTER_OUTCOME_SQL, (o.lane_until, now, throttled, o.delivery_id))
+    if o.hook_id:
+        c.execute(_AFTER_OUTCOME_BY_HOOK, (o.lane_until, now, throttled, o.hook_id))
+    else:
+        c.execute(_AFTER_OUTCOME_BY_DELIVERY, (o.lane_until, now, throttled, o.delivery_id))
 
 
 def next_due(c: sqlite3.Connection) -> float | None:
