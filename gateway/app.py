@@ -13,6 +13,7 @@ from aiohttp import web
 from . import delivery, ingest, ipranges
 from .api import deliveries, hook_test, hooks, openapi, secrets, signing_secrets, tenants
 from .context import SERVICES, Services, services
+from .coordination import RESET, TENANT
 from .crypto import cipher_from_settings
 from .errors import Forbidden, ServiceUnavailable
 from .invoke import INVOKER, Invoker
@@ -70,6 +71,14 @@ def create_app(
         yield
         await svc.store.close()
 
+    async def coordination(app: web.Application) -> AsyncIterator[None]:
+        """News from the other instances: edits drop cached views (gateway/coordination.py)."""
+        svc.bus.subscribe(TENANT, lambda tenant_id: svc.registry.invalidate(tenant_id, announce=False))
+        svc.bus.subscribe(RESET, lambda _payload: svc.registry.invalidate_all())
+        await svc.bus.start()
+        yield
+        await svc.bus.stop()
+
     async def invoker(app: web.Application) -> AsyncIterator[None]:
         def transport() -> Transport:
             assert svc.transport is not None, "the outbound client is closed"
@@ -82,6 +91,7 @@ def create_app(
             clock=clock,
             sleep=seams.get("sleep", asyncio.sleep),
             metrics=svc.metrics,
+            instances=svc.bus.instances,
         )
         app[INVOKER] = inv
         yield
@@ -90,6 +100,7 @@ def create_app(
     # Started in this order, closed in reverse: workers stop before the client, the client
     # before the database.
     app.cleanup_ctx.append(database)
+    app.cleanup_ctx.append(coordination)
     app.cleanup_ctx.append(delivery.transport_context)
     app.cleanup_ctx.append(invoker)
     app.cleanup_ctx.append(delivery.workers_context)
@@ -97,6 +108,8 @@ def create_app(
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/readyz", readyz, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
+    if settings.server.role == "worker":  # delivers only: no API, so operators scale it apart
+        return app
     app.add_routes(tenants.routes())
     app.add_routes(hooks.routes())
     app.add_routes(secrets.routes())

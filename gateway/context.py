@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .auth import TokenVerifier
+from .coordination import TENANT, Bus, open_bus
 from .crypto import Cipher
 from .metrics import Metrics
 from .peers import IPNetwork, networks
@@ -32,6 +33,7 @@ class Services:
     cipher: Cipher
     verifier: TokenVerifier
     registry: HookRegistry
+    bus: Bus
     management_limiter: RateLimiter
     ingest_limiter: RateLimiter
     clock: Clock = time.time
@@ -46,14 +48,18 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, store: Store, cipher: Cipher, *, clock: Clock = time.time) -> Services:
         rl = settings.ratelimit
+        bus = open_bus(settings.database.url)
         return cls(
             settings=settings,
             store=store,
             cipher=cipher,
             verifier=TokenVerifier(settings, clock=clock),
-            registry=HookRegistry(store, cipher, clock=clock),
-            management_limiter=RateLimiter(rate=rl.management_rate, burst=rl.management_burst, clock=clock),
-            ingest_limiter=RateLimiter(rate=rl.ingest_rate, burst=rl.ingest_burst, clock=clock),
+            registry=HookRegistry(store, cipher, clock=clock, announce=lambda t: bus.publish(TENANT, t)),
+            bus=bus,
+            management_limiter=RateLimiter(rate=rl.management_rate, burst=rl.management_burst, clock=clock,
+                                           instances=bus.instances),
+            ingest_limiter=RateLimiter(rate=rl.ingest_rate, burst=rl.ingest_burst, clock=clock,
+                                       instances=bus.instances),
             clock=clock,
             ingest_cidrs=networks(settings.ingest.allowed_cidrs),
             trusted_proxies=networks(settings.ingest.trusted_proxies),

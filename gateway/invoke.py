@@ -21,6 +21,7 @@ from aiohttp import web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from . import ids, points, strictjson
+from .coordination import share_count
 from .delivery.attempt import AttemptResult, error_note, render_body, request_headers, send
 from .delivery.schedule import RateLimitInfo
 from .egress import MAX_SYNC_BODY_BYTES
@@ -56,9 +57,11 @@ class Invoker:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
+        instances: Callable[[], int] = lambda: 1,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        self._instances = instances  # the instances that share a tenant's cap (coordination.py)
         self.store = store
         self._transport = transport_getter
         self.clock = clock
@@ -80,7 +83,8 @@ class Invoker:
         if not hooks:
             return points.neutral_answer(trigger_id, event)
         tenant = view.tenant
-        cap = tenant.max_in_flight or self.settings.sync.max_in_flight
+        # Each instance allows its share of the tenant's cap: the total holds across instances.
+        cap = share_count(tenant.max_in_flight or self.settings.sync.max_in_flight, self._instances())
         running = self._in_flight.get(tenant.id, 0)
         if running >= cap:
             raise TooManyRequests(

@@ -53,7 +53,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     costs every request a call."""
     try:
         api = _api_of(request.path)
-        if api is None:
+        if api is None or services(request).settings.server.role == "worker":  # a worker has no API: 404
             return await handler(request)
         return await _api_guard(request, handler, api)
     except ApiError as exc:

@@ -43,15 +43,33 @@ class RateLimiter:
 
     MAX_KEYS = 100_000  # full buckets are forgotten first past this many keys
 
-    def __init__(self, *, rate: float, burst: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        rate: float,
+        burst: int,
+        clock: Callable[[], float] = time.time,
+        instances: Callable[[], int] = lambda: 1,
+    ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a rate limiter needs rate > 0 and burst >= 1")
+        self.total_rate = rate
+        self.total_burst = burst
         self.rate = rate
         self.burst = burst
         self._clock = clock
+        self._instances = instances
         self._buckets: dict[str, _Bucket] = {}
 
+    def _share(self) -> None:
+        """Several instances keep the limit together: each allows its share (the total holds
+        when callers are spread over the instances; a caller that reaches one only gets less)."""
+        n = max(1, self._instances())
+        self.rate = self.total_rate / n
+        self.burst = max(1, self.total_burst // n)
+
     def take(self, key: str) -> Decision:
+        self._share()
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:

@@ -68,17 +68,33 @@ def secret_headers(secrets: dict[str, str]) -> dict[str, str]:
 
 
 class HookRegistry:
-    def __init__(self, store: Store, cipher: Cipher, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cipher: Cipher,
+        *,
+        clock: Callable[[], float] = time.time,
+        announce: Callable[[str], None] | None = None,
+    ) -> None:
         self._store = store
         self._cipher = cipher
         self._clock = clock
+        self._announce = announce  # tells the other instances (gateway/coordination.py)
         self._views: dict[str, TenantView] = {}
         self._versions: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future[TenantView | None]] = {}
 
-    def invalidate(self, tenant_id: str) -> None:
+    def invalidate(self, tenant_id: str, *, announce: bool = True) -> None:
+        """Drop the tenant's view here, and (unless the news came from elsewhere) everywhere."""
         self._versions[tenant_id] = self._versions.get(tenant_id, 0) + 1
         self._views.pop(tenant_id, None)
+        if announce and self._announce is not None:
+            self._announce(tenant_id)
+
+    def invalidate_all(self) -> None:
+        """Drop every view (news may have been missed while the bus was away)."""
+        for tenant_id in list(self._views):
+            self.invalidate(tenant_id, announce=False)
 
     async def view(self, tenant_id: str) -> TenantView | None:
         """The tenant's view, or None for an unknown tenant."""

@@ -78,6 +78,9 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     mode: str = "development"  # "production" makes a missing encryption key fatal
+    # "all": API and delivery workers; "api": intake and the Management API only; "worker":
+    # delivery only (health, readiness and metrics are served by every role).
+    role: str = "all"
     max_body_bytes: int = 256 * 1024
     shutdown_timeout: Duration = Duration(10.0)
     access_log: bool = False
@@ -291,6 +294,8 @@ def _build(
 
 
 def _validate(s: Settings) -> None:
+    if s.server.role not in ("all", "api", "worker"):
+        raise ConfigError(f"{s.source}: [server] role must be \"all\", \"api\" or \"worker\"")
     if s.server.mode not in ("development", "production"):
         raise ConfigError(f"{s.source}: [server] mode must be \"development\" or \"production\"")
     if not s.database.url.startswith(("sqlite://", "postgresql://", "postgres://")):

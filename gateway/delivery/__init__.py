@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..context import SERVICES
+from ..coordination import RESET, WORK
 from ..transport import Transport
 from .worker import DeliveryEngine
 
@@ -43,10 +44,14 @@ async def workers_context(app: web.Application) -> AsyncIterator[None]:
 
     engine = DeliveryEngine(
         svc.settings, svc.store, svc.registry, transport, clock=svc.clock,
-        rng=svc.extras.get("rng"), metrics=svc.metrics,
+        rng=svc.extras.get("rng"), metrics=svc.metrics, announce=lambda: svc.bus.publish(WORK),
     )
     app[ENGINE] = engine
-    if svc.extras.get("start_workers", True):
+    # An `api` instance only takes events in; its notify still wakes the `worker` instances.
+    runs_workers = svc.settings.server.role != "api" and svc.extras.get("start_workers", True)
+    if runs_workers:
+        svc.bus.subscribe(WORK, lambda _payload: engine.notify(announce=False))
+        svc.bus.subscribe(RESET, lambda _payload: engine.notify(announce=False))
         engine.start()
     yield
     await engine.stop(svc.settings.server.shutdown_timeout)

@@ -49,8 +49,10 @@ class DeliveryEngine:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        announce: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._announce = announce  # tells the other instances (gateway/coordination.py)
         self.store = store
         self.registry = registry
         self.metrics = metrics or Metrics()
@@ -78,15 +80,18 @@ class DeliveryEngine:
         self._tasks.append(asyncio.create_task(self._purger(), name="delivery-purger"))
         self._keeper = asyncio.create_task(self._keep_leases(), name="delivery-leases")
 
-    def notify(self) -> None:
-        """New deliveries are due now (called by ingest, retry and replay): wake every worker."""
+    def notify(self, *, announce: bool = True) -> None:
+        """New deliveries are due now (called by ingest, retry and replay): wake every worker,
+        here and (unless the news came from elsewhere) on the other instances."""
         for wake in self._wakes:
             wake.set()
+        if announce and self._announce is not None:
+            self._announce()
 
     async def stop(self, timeout_s: float) -> None:
         """Stop claiming, let in-flight attempts finish for up to `timeout_s`, give back the rest."""
         self._stopping = True
-        self.notify()
+        self.notify(announce=False)
         background, self._tasks = self._tasks, []
         for t in background:
             t.cancel()
@@ -206,7 +211,7 @@ class DeliveryEngine:
                 repaired = await self.store.repair_lanes()
                 if repaired:
                     log.warning("%d hooks had pending deliveries but no due time; made due", repaired)
-                    self.notify()
+                    self.notify(announce=False)
             except asyncio.CancelledError:
                 raise
             except Exception:

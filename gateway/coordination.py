@@ -1,0 +1,243 @@
+"""What the instances of one deployment tell each other (SPEC "Running it": limits, pauses and
+hook edits hold across instances).
+
+A `Bus` carries news between instances:
+
+- `work`: deliveries became due (ingest, a retry, a replay): idle workers everywhere claim
+  now instead of at their next poll;
+- `tenant`: a tenant's hooks, secrets or settings changed: every instance drops its cached
+  view of that tenant, so an edit takes effect everywhere within a second;
+- presence: each instance says it is alive every `PRESENCE_S`, so that each knows how many
+  share the limits that are kept in memory (the gateway's own API rate limits, a tenant's
+  blocking calls in flight): each instance enforces its share.
+
+With SQLite (one instance) the bus is in-process. With PostgreSQL it is LISTEN/NOTIFY on one
+dedicated connection, reconnected with back-off when it is lost; after a reconnect every
+cached view is dropped and the workers look for work, since news may have been missed.
+What the bus carries is only ever a hint: the database stays the truth, and views expire and
+workers poll on their own, so a lost notification delays an edit or a delivery, never loses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+log = logging.getLogger("gateway.coordination")
+
+CHANNEL = "gateway_bus"  # the one LISTEN channel of a deployment
+WORK, TENANT, PRESENCE, RESET = "work", "tenant", "presence", "reset"
+PRESENCE_S = 5.0  # an instance says it is alive this often ...
+PRESENCE_TTL_S = 3 * PRESENCE_S  # ... and counts as gone when not heard from for this long
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0  # back-off of the listening connection
+MAX_PAYLOAD_CHARS = 7000  # NOTIFY takes 8,000 bytes; payloads here are ids, far shorter
+SEND_BATCH = 200  # notifications sent in one round trip
+
+Callback = Callable[[str], None]
+
+
+class Bus(Protocol):
+    instance_id: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def publish(self, topic: str, payload: str = "") -> None:
+        """Tell the other instances (never blocks, never raises: news is a hint)."""
+        ...
+
+    def subscribe(self, topic: str, callback: Callback) -> None:
+        """`callback(payload)` for news from the other instances (and `RESET` after a gap)."""
+        ...
+
+    def instances(self) -> int:
+        """How many instances are alive, this one included (at least 1)."""
+        ...
+
+
+def share(total: float, instances: int) -> float:
+    """One instance's part of a limit the `instances` keep together."""
+    return total / max(1, instances)
+
+
+def share_count(total: int, instances: int) -> int:
+    """One instance's part of a count limit: rounded up, so that a small cap never becomes 0."""
+    return max(1, math.ceil(total / max(1, instances)))
+
+
+class _Subscribers:
+    def __init__(self) -> None:
+        self._callbacks: dict[str, list[Callback]] = {}
+
+    def subscribe(self, topic: str, callback: Callback) -> None:
+        self._callbacks.setdefault(topic, []).append(callback)
+
+    def deliver(self, topic: str, payload: str) -> None:
+        for callback in self._callbacks.get(topic, ()):
+            try:
+                callback(payload)
+            except Exception:
+                log.exception("a subscriber of %r failed", topic)
+
+
+class LocalBus(_Subscribers):
+    """One instance: there is nobody to tell."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.instance_id = _new_instance_id()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def publish(self, topic: str, payload: str = "") -> None:
+        return None
+
+    def instances(self) -> int:
+        return 1
+
+
+class PostgresBus(_Subscribers):
+    """LISTEN/NOTIFY on one connection of its own (not the store's pool: a listening
+    connection must stay open, and a pool hands connections around)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        connect: Callable[..., Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        presence_s: float = PRESENCE_S,
+    ) -> None:
+        super().__init__()
+        self.instance_id = _new_instance_id()
+        self._dsn = dsn
+        self._connect = connect
+        self._clock = clock
+        self._presence_s = presence_s
+        self._seen: dict[str, float] = {}
+        self._outbox: asyncio.Queue[str] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.reconnects = 0
+
+    async def start(self) -> None:
+        self._outbox = asyncio.Queue(maxsize=10_000)
+        self._task = asyncio.create_task(self._run(), name="coordination-bus")
+        # Start-up waits a moment for the connection, so the first edits are announced; the
+        # bus catches up by itself if the database is not there yet.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout=5.0)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    def publish(self, topic: str, payload: str = "") -> None:
+        if self._outbox is None:
+            return
+        message = f"{self.instance_id}|{topic}|{payload}"[:MAX_PAYLOAD_CHARS]
+        try:
+            self._outbox.put_nowait(message)
+        except asyncio.QueueFull:  # the database is away: news is a hint, drop it
+            log.warning("bus outbox full; a notification was dropped")
+
+    def instances(self) -> int:
+        horizon = self._clock() - self._presence_ttl()
+        return 1 + sum(1 for iid, seen in self._seen.items() if seen >= horizon and iid != self.instance_id)
+
+    def _presence_ttl(self) -> float:
+        return 3 * self._presence_s
+
+    # -- the connection ----------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delay = RECONNECT_MIN_S
+        first = True
+        while True:
+            conn: Any = None
+            try:
+                conn = await self._open()
+                await conn.add_listener(CHANNEL, self._on_notify)
+                self._connected.set()
+                if not first:
+                    self.reconnects += 1
+                    log.info("bus reconnected: dropping cached views")
+                    self.deliver(RESET, "")
+                first = False
+                delay = RECONNECT_MIN_S
+                await self._serve(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a pause
+                log.warning("bus connection lost (%s); reconnecting in %.1fs", type(exc).__name__, delay)
+            finally:
+                self._connected.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), timeout=2.0)
+            await asyncio.sleep(delay)
+            delay = min(RECONNECT_MAX_S, delay * 2)
+
+    async def _open(self) -> Any:
+        if self._connect is not None:
+            return await self._connect(self._dsn)
+        import asyncpg  # noqa: PLC0415 - only deployments on PostgreSQL need it
+
+        return await asyncpg.connect(self._dsn, timeout=5.0)
+
+    async def _serve(self, conn: Any) -> None:
+        """Send what is queued, and say we are alive, until the connection fails."""
+        assert self._outbox is not None
+        next_presence = 0.0
+        while True:
+            now = self._clock()
+            if now >= next_presence:
+                self.publish(PRESENCE, "")
+                next_presence = now + self._presence_s
+            try:
+                first = await asyncio.wait_for(self._outbox.get(), timeout=max(0.05, next_presence - now))
+            except TimeoutError:
+                if conn.is_closed():
+                    raise ConnectionError("listening connection closed") from None
+                continue
+            batch = [first]
+            while len(batch) < SEND_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            await conn.execute("SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m", CHANNEL, batch)
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, message: str) -> None:
+        sender, _, rest = message.partition("|")
+        topic, _, payload = rest.partition("|")
+        if sender == self.instance_id:
+            return
+        self._seen[sender] = self._clock()
+        if topic != PRESENCE:
+            self.deliver(topic, payload)
+        if len(self._seen) > 1000:  # instances come and go: forget the long gone
+            horizon = self._clock() - self._presence_ttl()
+            self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
+
+
+def _new_instance_id() -> str:
+    return f"{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def open_bus(database_url: str) -> Bus:
+    """The bus for a deployment's database: LISTEN/NOTIFY on PostgreSQL, else in-process."""
+    if database_url.startswith(("postgresql://", "postgres://")):
+        return PostgresBus(database_url)
+    return LocalBus()
