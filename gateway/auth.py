@@ -18,7 +18,7 @@ from typing import Any
 import jwt
 from jwt import PyJWK, PyJWKSet
 
-from .errors import ConfigError, Forbidden, Unauthorized
+from .errors import ConfigError, Forbidden, Unauthorized, shown
 from .settings import Settings
 
 SCOPE_ADMIN = "admin:tenants"
@@ -83,13 +83,15 @@ class TokenVerifier:
         return principal
 
     def _decode(self, token: str, now: float) -> Principal:
+        if not token.isascii():  # a JWT is base64url and dots; header bytes past ASCII arrive as
+            raise Unauthorized("malformed token")  # lone surrogates, which pyjwt cannot encode
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise Unauthorized("malformed token") from None
         alg = header.get("alg")
         if alg not in self.algorithms:
-            raise Unauthorized(f"token algorithm {alg!r} is not accepted")
+            raise Unauthorized(f"token algorithm {shown(alg)} is not accepted")
         key: Any = self._hs_key if alg == "HS256" else self._find_key(alg, header.get("kid"))
         try:
             claims = jwt.decode(

@@ -160,6 +160,8 @@ def check_url(url: str, *, allow_http: bool, allow_cidrs: Sequence[IPNetwork]) -
         parsed = URL(url)
     except (ValueError, TypeError) as exc:  # UnicodeError (an invalid IDNA name) included
         raise BadRequest(f"url is not a valid URL: {exc}") from exc
+    except IndexError:  # yarl on "https://[]@/": empty brackets before the user-info's "@"
+        raise BadRequest("url is not a valid URL") from None
     schemes = ("https", "http") if allow_http else ("https",)
     if parsed.scheme not in schemes:
         raise BadRequest(f"url must use {' or '.join(schemes)}, not {parsed.scheme or 'no scheme'!r}")

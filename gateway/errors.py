@@ -35,11 +35,28 @@ class ConfigError(GatewayError):
     """The settings are unusable; the message names the key and the file."""
 
 
+MESSAGE_MAX_CHARS = 300  # an error message never carries more than this of anything
+SHOWN_MAX_CHARS = 64  # a caller's value is named in a message only when it looks like an id
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:/")
+
+
+def shown(value: object) -> str:
+    """A value the caller sent, as an error message may name it: quoted when it is a short id
+    made of plain characters, else a placeholder, so that no message repeats arbitrary request
+    bytes (a pasted token, a 7 KB path) back to the caller or into a log."""
+    text = str(value)
+    if 0 < len(text) <= SHOWN_MAX_CHARS and set(text) <= _ID_CHARS:
+        return repr(text)
+    return "(the value given)"
+
+
 class ApiError(GatewayError):
     status: int = 500
     error: str = "Internal Server Error"
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        if len(message) > MESSAGE_MAX_CHARS:
+            message = message[: MESSAGE_MAX_CHARS - 1] + "…"
         super().__init__(message)
         self.message = message
         self.headers = dict(headers or {})

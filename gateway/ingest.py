@@ -15,7 +15,7 @@ from . import ids, points
 from .auth import SCOPE_FORWARD
 from .context import services
 from .delivery import ENGINE
-from .errors import BadRequest, Forbidden, NotFound
+from .errors import BadRequest, Forbidden, NotFound, shown
 from .invoke import INVOKER, envelope_response
 from .middleware import principal
 from .web import dumps, json_response, parse_json, read_body
@@ -32,12 +32,12 @@ async def forward(request: web.Request) -> web.Response:
     if caller.tenant is not None and caller.tenant != tenant_id:
         raise Forbidden("this token forwards events for another tenant")
     if trigger_id not in points.TRIGGERS:
-        raise NotFound(f"unknown extensibility point {trigger_id!r}")
+        raise NotFound(f"unknown extensibility point {shown(trigger_id)}")
     raw = await read_body(request, svc.settings.server.max_body_bytes)
     event = points.validate_event(trigger_id, parse_json(raw))
     view = await svc.registry.view(tenant_id)
     if view is None:
-        raise NotFound(f"tenant {tenant_id!r} not found")
+        raise NotFound(f"tenant {shown(tenant_id)} not found")
     if points.is_blocking(trigger_id):
         answer = await request.app[INVOKER].invoke(view, trigger_id, event, raw)
         return envelope_response(answer)

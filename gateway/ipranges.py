@@ -75,7 +75,7 @@ def _not_modified(request: web.Request, doc: Prepared) -> bool:
         return False
     try:
         since = parsedate_to_datetime(ims)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a 20-digit year or offset overflows
         return False  # an unreadable date is ignored, as RFC 9110 asks
     return since.tzinfo is not None and doc.modified <= since
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from .auth import Principal
 from .context import services
-from .errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized
+from .errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized, shown
 from .peers import contains, networks, peer_address
 from .web import json_response
 
@@ -124,7 +124,7 @@ def _bucket_key(api: str, request: web.Request, principal: Principal | None, pee
 async def _check_tenant_allowlist(request: web.Request, tenant_id: str, peer: object) -> None:
     view = await services(request).registry.view(tenant_id)
     if view is None:
-        raise Unauthorized(f"the token's tenant {tenant_id!r} does not exist")
+        raise Unauthorized(f"the token's tenant {shown(tenant_id)} does not exist")
     cidrs = view.tenant.allowed_cidrs
     if cidrs and not contains(networks(cidrs), peer):  # type: ignore[arg-type]
         raise Forbidden(f"address {peer} is not allowed for tenant {tenant_id!r}")

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from . import strictjson
-from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, shown
 
 _dumps = strictjson.dumps  # no NaN or Infinity ever leaves the gateway
 
@@ -61,7 +61,7 @@ async def read_json(request: web.Request, limit: int, *, required: bool = True) 
         return None
     # aiohttp reports a missing Content-Type as application/octet-stream: accepted.
     if ctype not in ("", "application/json", "application/octet-stream") and not ctype.endswith("+json"):
-        raise UnsupportedMediaType(f"Content-Type must be application/json, got {ctype!r}")
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {shown(ctype)}")
     value = parse_json(raw)
     if value is None and not required:
         raise BadRequest("request body must be a JSON object or empty, not null")
@@ -172,7 +172,7 @@ def fields_filter(request: web.Request, allowed: set[str]) -> tuple[list[str] | 
     names = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [n for n in names if n not in allowed]
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r} in 'fields'")
+        raise BadRequest(f"unknown field {shown(unknown[0])} in 'fields'")
     include = query_bool(request, "include_fields")
     return names, include is not False
 

@@ -11,7 +11,7 @@ from .. import ids, points, quotas
 from ..auth import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ, SCOPE_UPDATE
 from ..context import Services, services
 from ..egress import check_url
-from ..errors import BadRequest, NotFound
+from ..errors import BadRequest, NotFound, shown
 from ..middleware import tenant_of
 from ..registry import signing_context
 from ..signing import new_signing_secret
@@ -75,7 +75,7 @@ def render(h: Hook) -> dict[str, Any]:
 def _check_known(body: dict[str, Any], allowed: set[str]) -> None:
     for key in AUTH0_CODE_FIELDS:
         if key in body:
-            raise BadRequest(f"unknown field {key!r}: a gateway hook's code runs at its 'url', not here")
+            raise BadRequest(f"unknown field {shown(key)}: a gateway hook's code runs at its 'url', not here")
     validate.no_unknown(body, allowed)
 
 
@@ -117,7 +117,7 @@ async def list_hooks(request: web.Request) -> web.Response:
     enabled = query_bool(request, "enabled")
     trigger = request.query.get("triggerId") or None
     if trigger is not None and trigger not in points.TRIGGER_IDS:
-        raise BadRequest(f"unknown triggerId {trigger!r}")
+        raise BadRequest(f"unknown triggerId {shown(trigger)}")
     names, include = fields_filter(request, HOOK_FIELDS)
     result = await svc.store.list_hooks(
         tenant, enabled=enabled, trigger_id=trigger, offset=page * per_page, limit=per_page

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..auth import SCOPE_READ, SCOPE_UPDATE
 from ..context import services
-from ..errors import BadRequest
+from ..errors import BadRequest, shown
 from ..middleware import tenant_of
 from ..registry import secret_context
 from ..web import json_response, no_content, read_json
@@ -37,7 +37,7 @@ RESERVED_PREFIXES = ("webhook-", "x-forwarded-", "x-gateway-")
 def _check_name(name: str) -> None:
     if not name or len(name) > NAME_MAX or not TOKEN.fullmatch(name):
         raise BadRequest(
-            f"secret name {name!r} must be an HTTP header token of at most {NAME_MAX} characters"
+            f"secret name {shown(name)} must be an HTTP header token of at most {NAME_MAX} characters"
         )
     lowered = name.lower()
     if lowered in RESERVED or lowered.startswith(RESERVED_PREFIXES):

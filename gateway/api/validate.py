@@ -6,14 +6,14 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ..errors import BadRequest
+from ..errors import BadRequest, shown
 
 
 def no_unknown(body: Mapping[str, Any], allowed: Iterable[str], what: str = "body") -> None:
     allowed_set = set(allowed)
     unknown = sorted(k for k in body if k not in allowed_set)
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r} in {what}")
+        raise BadRequest(f"unknown field {shown(unknown[0])} in {what}")
 
 
 def string(body: Mapping[str, Any], key: str, *, max_len: int = 2048, pattern: re.Pattern[str] | None = None,

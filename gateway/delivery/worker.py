@@ -33,6 +33,7 @@ from .throttle import Pauses, destination
 log = logging.getLogger("gateway.delivery")
 
 CLAIM_TRICKLE_S = 0.005  # after a claim that took only a few: wait this long before the next
+TURN_LATENESS_MAX_S = 0.5  # a rate turn waits at most this much for a late previous send
 IDLE_MIN_S = 0.005  # an idle worker sleeps at least this long before it looks again
 CLAIM_ERROR_PAUSE_S = 1.0  # the store failed a claim: wait this long before the next one
 ANSWER_MAX_BYTES = MAX_SYNC_BODY_BYTES  # a larger answer is a failed attempt; 4 KiB of it is kept
@@ -67,7 +68,9 @@ class DeliveryEngine:
         self._tasks: list[asyncio.Task[None]] = []
         self._keeper: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._sending: dict[str, tuple[str, float]] = {}  # delivery id: (hook id, when its send began)
         self._finished: set[str] = set()  # hooks with a delivery finished since the last claim
+        self._last_send: dict[str, float] = {}  # rate-limited hook: when this engine last sent to it
         self.delivered = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -100,16 +103,48 @@ class DeliveryEngine:
         if inflight:
             _, still = await asyncio.wait(inflight.values(), timeout=timeout_s)
             unfinished = [did for did, t in inflight.items() if t in still]
+            sending = {did: self._sending[did] for did in unfinished if did in self._sending}
             for t in still:
                 t.cancel()
             await _settle(still)
             if unfinished:
                 log.info("shutdown: %d unfinished deliveries given back", len(unfinished))
+                if sending:
+                    await self._record_interrupted(sending)
                 await self.store.release(unfinished, self.clock(), owner=self.owner)
+        if self._finished:
+            # No claim of ours will recheck the hooks whose deliveries finished: a claim of
+            # nothing does, so a hook that was at its cap is not held until its old lease ends.
+            recheck, self._finished = sorted(self._finished), set()
+            try:
+                await self.store.claim_due(
+                    now=self.clock(), limit=0, lease_s=self.cfg.lease, owner=self.owner,
+                    tenant_cap=self.cfg.tenant_max_in_flight, recheck=recheck,
+                )
+            except Exception:
+                log.exception("shutdown: rechecking %d hooks failed", len(recheck))
         if self._keeper is not None:
             self._keeper.cancel()
             await _settle([self._keeper])
             self._keeper = None
+
+    async def _record_interrupted(self, sending: dict[str, tuple[str, float]]) -> None:
+        """Sends cut off by the shutdown: the receiver may have read the request (and acted on
+        it), so the send after the restart must not be a silent second one. Each is a recorded
+        attempt that uses no try, and the delivery is due at once."""
+        now = self.clock()
+        reason = "interrupted by a shutdown before an answer (the receiver may have read the request)"
+        outcomes = [
+            Outcome(did, Attempt(number=0, started_at=began, duration_ms=max(0.0, (now - began) * 1000.0),
+                                 status_code=None, error=reason, response_body=None),
+                    "pending", now, False, reason, hook_id=hook_id)
+            for did, (hook_id, began) in sending.items()
+        ]
+        try:
+            await self.store.record_outcomes(outcomes, now, owner=self.owner)
+        except Exception:  # given back below all the same
+            log.exception("shutdown: recording %d interrupted attempts failed", len(outcomes))
+        self._finished.update(hook_id for hook_id, _ in sending.values())
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -281,15 +316,40 @@ class DeliveryEngine:
         checked = await self._check(item.delivery)
         if isinstance(checked, Outcome):
             return checked
-        if item.not_before is not None:  # its rate's turn, at most `RATE_AHEAD_S` away
-            await asyncio.sleep(max(0.0, min(item.not_before - self.clock(), RATE_AHEAD_S)))
+        rate = checked.hook.rate_limit_per_second
+        if rate:
+            await self._await_turn(checked.hook.id, rate, item.not_before)
         result = await self._send(checked, item)
         return await self._classify(item, checked, result)
+
+    async def _await_turn(self, hook_id: str, rate: float, not_before: float | None) -> None:
+        """A rate-limited hook's turn: the claim handed it out (at most `RATE_AHEAD_S` ahead),
+        and it comes no sooner than 1/rate after this engine's previous send to the hook, which
+        may have gone out late (its view loading): the receiver sees the spacing it asked for.
+        The wait is short by construction, and bounded all the same."""
+        earliest = not_before or 0.0
+        last = self._last_send.get(hook_id)
+        if last is not None:
+            earliest = max(earliest, last + 1.0 / rate)
+        wait = earliest - self.clock()
+        if wait > 0:
+            await asyncio.sleep(min(wait, RATE_AHEAD_S + TURN_LATENESS_MAX_S))
+        self._last_send[hook_id] = self.clock()
+        if len(self._last_send) > 10_000:  # hooks come and go: forget the quiet ones
+            horizon = self.clock() - 60.0
+            self._last_send = {h: t for h, t in self._last_send.items() if t >= horizon}
 
     async def _check(self, d: Delivery) -> LiveHook | Outcome:
         """The hook to send to now, or the outcome that holds the delivery back."""
         view = await self.registry.view(d.tenant_id)
         live = view.hooks.get(d.hook_id) if view else None
+        if live is None or not live.hook.enabled:
+            # The claim found the hook enabled in the database just now: a cached view that
+            # says otherwise may be older than an edit made elsewhere (another instance). Read
+            # it again before cancelling or parking on its word.
+            self.registry.invalidate(d.tenant_id, announce=False)
+            view = await self.registry.view(d.tenant_id)
+            live = view.hooks.get(d.hook_id) if view else None
         if live is None:
             return Outcome(d.id, None, "cancelled", None, False, "hook deleted")
         if not live.hook.enabled:
@@ -304,15 +364,19 @@ class DeliveryEngine:
         now = self.clock()  # a fresh webhook-timestamp on every attempt; the id stays the delivery's
         body = render_body(live.hook.format, item.delivery.trigger_id, item.body, now)
         headers = request_headers(live, item.delivery.id, body, now)
-        return await send(
-            self._transport(),
-            live.hook.url,
-            body,
-            headers,
-            timeout_s=live.hook.timeout_ms / 1000.0,
-            body_cap=ANSWER_MAX_BYTES,
-            clock=self.clock,
-        )
+        self._sending[item.delivery.id] = (live.hook.id, now)  # a shutdown records it (`stop`)
+        try:
+            return await send(
+                self._transport(),
+                live.hook.url,
+                body,
+                headers,
+                timeout_s=live.hook.timeout_ms / 1000.0,
+                body_cap=ANSWER_MAX_BYTES,
+                clock=self.clock,
+            )
+        finally:
+            self._sending.pop(item.delivery.id, None)
 
     async def _classify(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
         outcome = await self._judge(item, live, result)

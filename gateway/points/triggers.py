@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from gateway.errors import NotFound
+from ..errors import NotFound, shown
 
 CREDENTIALS_EXCHANGE: Final = "credentials-exchange"
 PRE_USER_REGISTRATION: Final = "pre-user-registration"
@@ -44,7 +44,7 @@ def get_trigger(trigger_id: str) -> Trigger:
     try:
         return TRIGGERS[trigger_id]
     except KeyError:
-        raise NotFound(f"unknown triggerId {trigger_id!r}") from None
+        raise NotFound(f"unknown triggerId {shown(trigger_id)}") from None
 
 
 def is_blocking(trigger_id: str) -> bool:

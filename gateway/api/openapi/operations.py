@@ -289,7 +289,7 @@ def _delivery_ops() -> list[Op]:
             params=("id",),
             errors=("NotFound", "Conflict"),
             description="Only deliveries of non-blocking points (`400` otherwise); `409` when the hook was "
-            "deleted.",
+            "deleted, or when another delivery of the same event to the hook is pending.",
             responses={"202": answer("The delivery, due now.", schema("Delivery"))},
         ),
         Op(

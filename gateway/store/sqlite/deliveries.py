@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ...errors import BadRequest, Conflict, NotFound, TooManyRequests
+from ...errors import BadRequest, Conflict, NotFound, TooManyRequests, shown
 from ..database import Database
 from ..models import (
     PARKED_AT,
@@ -162,19 +162,28 @@ class DeliveryQueries:
         recorded, numbered after the delivery's last recorded attempt."""
 
         def op(c: sqlite3.Connection) -> None:
+            cond = "id = ?6 AND status = 'pending'" + (
+                " AND (lease_owner = ?8 OR lease_owner IS NULL)" if owner is not None else ""
+            )
+            # A delivery is parked (`PARKED_AT`) only while its hook is disabled in the database:
+            # the worker's view of the hook may be older than an enable (made just now, or on
+            # another instance), and a parked delivery of an enabled hook would wait forever.
+            sql = (
+                "UPDATE deliveries SET status = ?1, next_attempt_at = CASE WHEN ?2 >= ?7 AND EXISTS"  # noqa: S608
+                " (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.enabled = 1)"
+                " THEN ?5 ELSE ?2 END,"
+                " attempt_count = attempt_count + ?3, last_error = COALESCE(?4, last_error),"
+                f" lease_owner = NULL, updated_at = ?5 WHERE {cond}"
+            )
             for o in outcomes:
-                cond = "id = ? AND status = 'pending'"
-                args: list[Any] = [o.delivery_id]
-                if owner is not None:
-                    cond += " AND (lease_owner = ? OR lease_owner IS NULL)"
-                    args.append(owner)
-                c.execute(
-                    "UPDATE deliveries SET status = ?, next_attempt_at = ?,"  # noqa: S608
-                    " attempt_count = attempt_count + ?, last_error = COALESCE(?, last_error),"
-                    f" lease_owner = NULL, updated_at = ? WHERE {cond}",
-                    (o.status, o.next_attempt_at, 1 if o.uses_attempt else 0, o.last_error, now, *args),
+                args: tuple[Any, ...] = (
+                    o.status, o.next_attempt_at, 1 if o.uses_attempt else 0, o.last_error, now, o.delivery_id,
+                    PARKED_AT,
                 )
+                c.execute(sql, args if owner is None else (*args, owner))
                 lanes.after_outcome(c, o, now)
+                if o.next_attempt_at is not None and o.next_attempt_at >= PARKED_AT:
+                    lanes.wake_deliveries(c, [o.delivery_id], now)  # due now unless it was parked
                 if o.attempt is None:
                     continue
                 a = o.attempt
@@ -320,16 +329,17 @@ class DeliveryQueries:
         return await self.db.read(op)
 
     async def retry_delivery(self, tenant_id: str, delivery_id: str, now: float) -> Delivery:
-        """Make a delivery due now again (a failed or cancelled one becomes pending)."""
+        """Make a delivery due now again (a failed or cancelled one becomes pending); `Conflict`
+        if another delivery of its event to its hook is pending (a replay made one)."""
 
         def op(c: sqlite3.Connection) -> Delivery:
             row = c.execute(
-                "SELECT d.kind, h.id, h.enabled, d.status, d.lease_owner, d.next_attempt_at"
+                "SELECT d.kind, h.id, h.enabled, d.status, d.lease_owner, d.next_attempt_at, d.event_id"
                 " FROM deliveries d LEFT JOIN hooks h ON h.id = d.hook_id WHERE d.tenant_id = ? AND d.id = ?",
                 (tenant_id, delivery_id),
             ).fetchone()
             if row is None:
-                raise NotFound(f"delivery {delivery_id!r} not found")
+                raise NotFound(f"delivery {shown(delivery_id)} not found")
             if row[0] != "async":
                 raise BadRequest("only deliveries of asynchronous points can be retried")
             if row[1] is None:
@@ -337,6 +347,14 @@ class DeliveryQueries:
             if row[3] == "pending" and row[4] is not None and (row[5] or 0) > now:
                 # Being attempted right now: a second, concurrent send would help nobody.
                 return delivery_by_id(c, delivery_id)
+            if row[3] != "pending":  # as for replay: never a second pending delivery of an event to a hook
+                other = c.execute(
+                    "SELECT id FROM deliveries WHERE event_id = ? AND hook_id = ? AND kind = 'async'"
+                    " AND status = 'pending' AND id != ? LIMIT 1",
+                    (row[6], row[1], delivery_id),
+                ).fetchone()
+                if other is not None:
+                    raise Conflict(f"delivery {other[0]} of the same event to this hook is pending already")
             due = now if row[2] else PARKED_AT
             c.execute(
                 "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, lease_owner = NULL,"

@@ -181,10 +181,13 @@ class HookQueries:
                 c.execute(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE id = ?", (hook_id,)).fetchone()  # noqa: S608
             )
             if before.enabled and not after.enabled:
-                # Parked: pending deliveries wait, without using attempts, until re-enabled.
+                # Parked: pending deliveries wait, without using attempts, until re-enabled. One
+                # in flight keeps its lease (its outcome moves it on): parked, an enable would make
+                # it due while it is still being sent, and it would stop counting against the cap.
                 c.execute(
-                    "UPDATE deliveries SET next_attempt_at = ? WHERE hook_id = ? AND status = 'pending'",
-                    (PARKED_AT, hook_id),
+                    "UPDATE deliveries SET next_attempt_at = ? WHERE hook_id = ? AND status = 'pending'"
+                    " AND (lease_owner IS NULL OR next_attempt_at <= ?)",
+                    (PARKED_AT, hook_id, now),
                 )
             elif after.enabled and not before.enabled:
                 c.execute(
@@ -193,13 +196,17 @@ class HookQueries:
                     (now, hook_id, PARKED_AT),
                 )
             # An edit applies to queued work: the lane is looked at again now, under the new
-            # limits; a new rate starts from a fresh turn, a new URL from no run of 429s.
-            resets = ["next_due = CASE WHEN next_due IS NULL THEN NULL ELSE MIN(next_due, ?) END"]
+            # limits, but not before a 429's wait (`hold_until`); a new rate starts from a fresh
+            # turn, a new URL from no run of 429s and no wait the old receiver asked for.
+            if after.url != before.url:
+                resets = ["next_due = CASE WHEN next_due IS NULL THEN NULL ELSE MIN(next_due, ?1) END",
+                          "throttled = 0", "hold_until = NULL"]
+            else:
+                resets = ["next_due = CASE WHEN next_due IS NULL THEN NULL"
+                          " ELSE MIN(next_due, MAX(?1, COALESCE(hold_until, 0))) END"]
             if after.rate_limit_per_second != before.rate_limit_per_second:
                 resets.append("rate_next_at = NULL")
-            if after.url != before.url:
-                resets.append("throttled = 0")
-            c.execute(f"UPDATE hooks SET {', '.join(resets)} WHERE id = ?", (now, hook_id))  # noqa: S608
+            c.execute(f"UPDATE hooks SET {', '.join(resets)} WHERE id = ?2", (now, hook_id))  # noqa: S608
             if after.enabled and not before.enabled:
                 lanes.wake(c, [hook_id], now)
             return before, after

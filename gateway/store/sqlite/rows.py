@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from ...errors import NotFound
+from ...errors import NotFound, shown
 from ..models import (
     Attempt,
     Delivery,
@@ -103,7 +103,7 @@ def require_hook(c: sqlite3.Connection, tenant_id: str, hook_id: str) -> tuple[s
         "SELECT id, enabled, trigger_id FROM hooks WHERE tenant_id = ? AND id = ?", (tenant_id, hook_id)
     ).fetchone()
     if row is None:
-        raise NotFound(f"hook {hook_id!r} not found")
+        raise NotFound(f"hook {shown(hook_id)} not found")
     return (row[0], row[1], row[2])
 
 
