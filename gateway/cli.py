@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, tenant create, token."""
+"""The `gateway` command: serve, migrate, tenant create, token."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from . import settings as settings_mod
 from .auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
 from .errors import ApiError, ConfigError
 from .settings import Settings, parse_duration
-from .store import open_store
+from .store import is_postgres, open_store
 from .store.models import Tenant
+from .store.postgres.schema import SchemaNotReady
 
 log = logging.getLogger("gateway.cli")
 
@@ -73,9 +74,58 @@ def _demo_banner(settings: Settings) -> str:
 """
 
 
+async def _check_schema(settings: Settings) -> None:
+    """On PostgreSQL with `[database] migrate = "manual"`: `SchemaNotReady` (naming `gateway
+    migrate`) unless every migration is applied. SQLite migrates itself when it opens; with
+    "auto", the store applies what is missing when it opens."""
+    if not is_postgres(settings.database.url) or settings.database.migrate == "auto":
+        return
+    from .store.postgres import PostgresStore, schema  # noqa: PLC0415
+
+    store = open_store(settings)
+    assert isinstance(store, PostgresStore)
+    conn = await store.db.connect()
+    try:
+        await schema.check(conn, where=_shown_url(settings))
+    finally:
+        await conn.close()
+
+
+def _shown_url(settings: Settings) -> str:
+    from .store.postgres import redact  # noqa: PLC0415
+
+    return redact(settings.database.url)
+
+
+async def _migrate(settings: Settings) -> str:
+    """Bring the database's schema up to date; returns what was done, for the operator."""
+    store = open_store(settings)
+    where = _shown_url(settings)
+    if not is_postgres(settings.database.url):
+        await store.open()  # SQLite applies its migrations when it opens
+        await store.close()
+        return f"database {where}: schema up to date"
+    from .store.postgres import PostgresStore  # noqa: PLC0415
+
+    assert isinstance(store, PostgresStore)
+    before, after = await store.migrate()
+    if before == after:
+        return f"database {where}: schema already at version {after}"
+    return f"database {where}: schema migrated from version {before} to {after}"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    logs.configure(settings.server.log_level)
+    print(asyncio.run(_migrate(settings)), flush=True)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     logs.configure(settings.server.log_level)
+    open_store(settings)  # the [database] settings are checked before anything starts
+    asyncio.run(_check_schema(settings))
     secret = settings.auth.hs256_secret
     if (
         settings.server.mode == "production"
@@ -174,6 +224,14 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--demo", action="store_true", help="create the demo tenant and print tokens to try")
     serve.set_defaults(func=cmd_serve)
 
+    migrate = sub.add_parser(
+        "migrate", help="apply the database's missing migrations (PostgreSQL; SQLite migrates itself)"
+    )
+    migrate.add_argument(
+        "--config", help="TOML settings file (default: $GATEWAY_CONFIG, else built-in defaults)"
+    )
+    migrate.set_defaults(func=cmd_migrate)
+
     tenant = sub.add_parser("tenant", help="manage tenants")
     tsub = tenant.add_subparsers(dest="tenant_command", required=True)
     create = tsub.add_parser("create", help="create a tenant")
@@ -199,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SchemaNotReady as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
         return 2
     except ApiError as exc:
         print(f"gateway: {exc.message}", file=sys.stderr)

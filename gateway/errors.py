@@ -134,6 +134,30 @@ class ServiceUnavailable(ApiError):
     error = "Service Unavailable"
 
 
+DATABASE_RETRY_AFTER_S = 2  # what a caller is told to wait while the database is away
+
+# Failures that mean "the database cannot be reached right now", not "this request is bad":
+# asyncpg's connection errors, a pool that times out, a socket that is gone.
+_UNAVAILABLE_NAMES = frozenset({
+    "PostgresConnectionError", "ConnectionDoesNotExistError", "ConnectionFailureError",
+    "CannotConnectNowError", "TooManyConnectionsError", "InterfaceError", "ConnectionError",
+    "ConnectionRefusedError", "ConnectionResetError", "AdminShutdownError", "CrashShutdownError",
+    "QueryCanceledError",
+})
+
+
+def database_unavailable(exc: BaseException) -> ServiceUnavailable | None:
+    """A `503` with `Retry-After` when `exc` says the database is away (PostgreSQL restarting or
+    unreachable), so that a caller retries instead of counting a `500`; None otherwise."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if names & _UNAVAILABLE_NAMES or isinstance(exc, TimeoutError | OSError):
+        return ServiceUnavailable(
+            "the database is not reachable right now; try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+    return None
+
+
 class DestinationRefused(GatewayError):
     """The egress guard refused a destination before any connection was made."""
 

@@ -10,7 +10,15 @@ from aiohttp import web
 
 from .auth import Principal
 from .context import services
-from .errors import ApiError, BadRequest, Forbidden, TooManyRequests, Unauthorized, shown
+from .errors import (
+    ApiError,
+    BadRequest,
+    Forbidden,
+    TooManyRequests,
+    Unauthorized,
+    database_unavailable,
+    shown,
+)
 from .peers import contains, networks, peer_address
 from .web import json_response
 
@@ -66,7 +74,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(BadRequest("malformed request body"))
         response.force_close()
         return response
-    except Exception:
+    except Exception as exc:
+        unavailable = database_unavailable(exc)
+        if unavailable is not None:
+            log.warning("database unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+            return error_response(unavailable)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return json_response(
             {"statusCode": 500, "error": "Internal Server Error", "message": "internal error"}, status=500

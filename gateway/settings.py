@@ -91,7 +91,16 @@ class ServerSettings:
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = "sqlite:///data/gateway.db"
-    busy_timeout: Duration = Duration(5.0)
+    busy_timeout: Duration = Duration(5.0)  # SQLite: how long a write waits for the file's lock
+    # PostgreSQL only (gateway/store/postgres/): connections each instance keeps open (at least,
+    # at most), how long one statement may run, how long opening a connection may take, and
+    # whether `gateway serve` applies missing migrations itself ("auto") or refuses to start
+    # until `gateway migrate` has ("manual").
+    pool_min: int = 2
+    pool_max: int = 10
+    statement_timeout: Duration = Duration(30.0)
+    connect_timeout: Duration = Duration(5.0)
+    migrate: str = "manual"
 
 
 @dataclass(frozen=True)

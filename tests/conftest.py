@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from pgserver import PostgresServer, find_bindir
 from sockets import blackhole
 
 from gateway import settings as settings_mod
@@ -45,14 +47,26 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--backend", choices=("sqlite", "postgres"), default="sqlite",
+        help="the database of the gateways the tests make (make_settings): a SQLite file (default),"
+             " or a new database of the test PostgreSQL server (tests/pgserver.py)",
+    )
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for tests: a SQLite file under tmp_path, loopback allowed, short schedules."""
+def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
+    """Settings for tests: a SQLite file under tmp_path (with `--backend=postgres`, a PostgreSQL
+    database of the test's own), loopback allowed, short schedules."""
     key = new_key()
+    database_url = f"sqlite:///{tmp_path / 'gateway.db'}"
+    if request.config.getoption("backend") == "postgres":
+        database_url = str(request.getfixturevalue("pg_url"))
 
     def make(**sections: dict[str, Any]) -> Settings:
         raw: dict[str, Any] = {
-            "database": {"url": f"sqlite:///{tmp_path / 'gateway.db'}"},
+            "database": {"url": database_url},
             "auth": {"hs256_secret": HS256_SECRET},
             "security": {"encryption_key": key},
             "egress": {"allow_http": True, "allow_cidrs": ["127.0.0.0/8", "::1/128"]},
@@ -274,3 +288,47 @@ def unaccepted_port() -> Iterator[int]:
     """A loopback port whose accept queue is full: a new connect hangs until it times out."""
     with blackhole() as port:
         yield port
+
+
+# -- PostgreSQL (tests/pgserver.py) --------------------------------------------------------------
+
+POSTGRES_REQUIRED = os.environ.get("GATEWAY_TEST_POSTGRES") == "required"  # CI sets it
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the whole session, on a Unix socket in a temporary
+    directory. Where PostgreSQL is not installed the tests that need it are skipped, or fail
+    when `GATEWAY_TEST_POSTGRES=required` (CI installs it, so a skip there would hide a gap)."""
+    bindir = find_bindir()
+    if bindir is None:
+        message = ("PostgreSQL's server programs (initdb, pg_ctl) were not found under"
+                   " /usr/lib/postgresql/*/bin or on PATH: install the Debian package `postgresql`"
+                   " or set GATEWAY_TEST_PG_BINDIR")
+        if POSTGRES_REQUIRED:
+            pytest.fail(f"{message} (GATEWAY_TEST_POSTGRES=required)", pytrace=False)
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+        server.migrated_template()
+    except Exception as exc:
+        server.stop()
+        pytest.fail(f"the test PostgreSQL server did not start: {exc}\n{getattr(exc, 'stderr', '')}",
+                    pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new PostgreSQL database of its own for this test, already migrated."""
+    return postgres_server.create_database_sync(template=postgres_server.migrated_template())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database of each backend in turn (a test using it runs once per backend)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))

@@ -3,8 +3,9 @@ holds a worker's slot, work is shared across hooks and tenants, a 429 loop backs
 edit of a hook applies to the deliveries already queued.
 
 The first half drives the store's claim directly (caps counted across owners, rates, the
-tenant cap, parking); the second half runs the whole gateway against real receivers on
-loopback, with few worker slots so that a noisy neighbour would take all of them."""
+tenant cap, parking), on SQLite and on PostgreSQL; the second half runs the whole gateway
+against real receivers on loopback, with few worker slots so that a noisy neighbour would take
+all of them."""
 
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from backends import make_store, sql
 
+from gateway.store.base import Store
 from gateway.store.models import Attempt, Hook, Outcome, Tenant
 from gateway.store.sqlite import SqliteStore
 
@@ -29,8 +31,8 @@ PUR = "post-user-registration"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(f"sqlite:///{tmp_path / 'lanes.db'}")
+async def store(backend_url: str) -> AsyncIterator[Store]:
+    s = make_store(backend_url)
     await s.open()
     for tenant in ("acme", "noisy"):
         await s.create_tenant(Tenant(id=tenant, name=tenant, created_at=T0, updated_at=T0))
@@ -39,7 +41,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 
 async def add_hook(
-    store: SqliteStore,
+    store: Store,
     hook_id: str,
     *,
     tenant: str = "acme",
@@ -70,9 +72,7 @@ async def add_hook(
     )
 
 
-async def queue(
-    store: SqliteStore, hook_id: str, n: int, *, tenant: str = "acme", now: float = T0
-) -> list[str]:
+async def queue(store: Store, hook_id: str, n: int, *, tenant: str = "acme", now: float = T0) -> list[str]:
     ids = []
     for i in range(n):
         did = f"dlv_{hook_id}_{now}_{i}"
@@ -97,7 +97,7 @@ def done(delivery_id: str) -> Outcome:
     return Outcome(delivery_id, Attempt(0, T0, 1.0, 200, None, None), "succeeded", None, True, None)
 
 
-async def test_a_hook_with_a_backlog_does_not_crowd_out_a_later_hook(store: SqliteStore) -> None:
+async def test_a_hook_with_a_backlog_does_not_crowd_out_a_later_hook(store: Store) -> None:
     await add_hook(store, "hk_busy")
     await add_hook(store, "hk_quiet", tenant="noisy")
     await queue(store, "hk_busy", 500, now=T0)
@@ -111,7 +111,7 @@ async def test_a_hook_with_a_backlog_does_not_crowd_out_a_later_hook(store: Sqli
 
 
 async def test_a_hooks_concurrency_cap_holds_across_workers_and_a_finish_frees_a_slot(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await add_hook(store, "hk_1", cap=2)
     await queue(store, "hk_1", 10)
@@ -127,7 +127,7 @@ async def test_a_hooks_concurrency_cap_holds_across_workers_and_a_finish_frees_a
 
 
 async def test_a_dead_workers_leases_stop_counting_against_the_cap_when_they_run_out(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await add_hook(store, "hk_1", cap=1)
     await queue(store, "hk_1", 2)
@@ -140,7 +140,7 @@ async def test_a_dead_workers_leases_stop_counting_against_the_cap_when_they_run
     assert await store.next_due() == pytest.approx(T0 + 10)  # the lane sleeps until that lease ends
 
 
-async def test_a_rate_limited_hook_is_handed_out_one_turn_at_a_time(store: SqliteStore) -> None:
+async def test_a_rate_limited_hook_is_handed_out_one_turn_at_a_time(store: Store) -> None:
     await add_hook(store, "hk_1", rate=1.0)
     await queue(store, "hk_1", 100)
 
@@ -153,7 +153,7 @@ async def test_a_rate_limited_hook_is_handed_out_one_turn_at_a_time(store: Sqlit
     assert next_turn is not None and T0 + 0.9 < next_turn <= T0 + 1.0  # not a poll: the next turn
 
 
-async def test_a_fast_rate_hands_out_its_next_turns_with_their_send_times(store: SqliteStore) -> None:
+async def test_a_fast_rate_hands_out_its_next_turns_with_their_send_times(store: Store) -> None:
     await add_hook(store, "hk_1", rate=200.0)  # a turn every 5 ms: four fit in the 20 ms ahead
     await queue(store, "hk_1", 100)
 
@@ -164,7 +164,7 @@ async def test_a_fast_rate_hands_out_its_next_turns_with_their_send_times(store:
     assert turns == pytest.approx([T0, T0 + 0.005, T0 + 0.010, T0 + 0.015, T0 + 0.020])
 
 
-async def test_a_tenant_at_its_cap_gets_no_more_but_its_idle_hooks_may_send_one(store: SqliteStore) -> None:
+async def test_a_tenant_at_its_cap_gets_no_more_but_its_idle_hooks_may_send_one(store: Store) -> None:
     await add_hook(store, "hk_hang", tenant="noisy", cap=1000)
     await add_hook(store, "hk_other", tenant="noisy")
     await add_hook(store, "hk_victim")
@@ -179,7 +179,7 @@ async def test_a_tenant_at_its_cap_gets_no_more_but_its_idle_hooks_may_send_one(
     assert sorted(hooks_of(second)) == ["hk_other"] + ["hk_victim"] * 5
 
 
-async def test_a_disabled_hooks_due_deliveries_are_parked_without_a_worker(store: SqliteStore) -> None:
+async def test_a_disabled_hooks_due_deliveries_are_parked_without_a_worker(store: Store) -> None:
     await add_hook(store, "hk_1", enabled=False)
     await queue(store, "hk_1", 3)
 
@@ -190,7 +190,7 @@ async def test_a_disabled_hooks_due_deliveries_are_parked_without_a_worker(store
     assert len(claimed) == 3
 
 
-async def test_raising_a_cap_applies_to_deliveries_already_queued(store: SqliteStore) -> None:
+async def test_raising_a_cap_applies_to_deliveries_already_queued(store: Store) -> None:
     await add_hook(store, "hk_1", cap=1)
     await queue(store, "hk_1", 5)
     assert len(await store.claim_due(now=T0, limit=10, lease_s=60, owner="w")) == 1
@@ -200,7 +200,7 @@ async def test_raising_a_cap_applies_to_deliveries_already_queued(store: SqliteS
     assert len(await store.claim_due(now=T0 + 1, limit=10, lease_s=60, owner="w")) == 3
 
 
-async def test_a_new_rate_applies_to_a_queue_reserved_under_the_old_one(store: SqliteStore) -> None:
+async def test_a_new_rate_applies_to_a_queue_reserved_under_the_old_one(store: Store) -> None:
     await add_hook(store, "hk_1", rate=0.01)  # a turn every 100 s
     await queue(store, "hk_1", 5)
     assert len(await store.claim_due(now=T0, limit=10, lease_s=60, owner="w")) == 1
@@ -210,6 +210,7 @@ async def test_a_new_rate_applies_to_a_queue_reserved_under_the_old_one(store: S
     assert len(await store.claim_due(now=T0 + 1, limit=10, lease_s=60, owner="w")) == 4
 
 
+@pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
 async def test_the_lane_index_keeps_a_claim_off_the_backlog(store: SqliteStore) -> None:
     await add_hook(store, "hk_1")
     await queue(store, "hk_1", 20)
@@ -346,7 +347,9 @@ async def test_a_429_with_retry_after_zero_backs_off_instead_of_looping(
     assert d["status"] == "pending" and d["attemptCount"] == 0
 
 
-async def test_a_429_makes_the_whole_hook_wait(make_gateway, make_settings, make_receiver) -> None:
+async def test_a_second_429_in_a_row_makes_the_whole_hook_wait(
+    make_gateway, make_settings, make_receiver
+) -> None:
     gw = await make_gateway(make_settings(delivery={"throttle_floor": "1s"}))
     await gw.create_tenant("acme")
 
@@ -357,10 +360,11 @@ async def test_a_429_makes_the_whole_hook_wait(make_gateway, make_settings, make
     await gw.create_hook(url=rx.url(), enabled=True, maxConcurrency=1)
     for i in range(5):
         await deliveries_of(await gw.forward(PUR, event(f"u{i}")))
-    await rx.wait_for(1)
+    await rx.wait_for(2)
     await asyncio.sleep(0.5)
 
-    assert len(rx.requests) == 1  # the others wait for the Retry-After too
+    # One 429 holds back its delivery; a second in a row holds the hook for the Retry-After.
+    assert len(rx.requests) == 2
 
 
 async def test_a_huge_ratelimit_reset_pauses_no_longer_than_max_pause(
@@ -405,14 +409,11 @@ async def test_an_internal_error_is_a_recorded_attempt_that_uses_up_a_try(
     assert rx.requests == []
 
 
-async def test_a_lane_left_without_a_due_time_is_repaired(store: SqliteStore) -> None:
+async def test_a_lane_left_without_a_due_time_is_repaired(store: Store) -> None:
     await add_hook(store, "hk_1")
     (did,) = await queue(store, "hk_1", 1)
 
-    def forget(c: sqlite3.Connection) -> None:  # as rows written by hand would leave it
-        c.execute("UPDATE hooks SET next_due = NULL")
-
-    await store.db.write(forget)
+    await sql(store, "UPDATE hooks SET next_due = NULL")  # as rows written by hand would leave it
     assert await store.claim_due(now=T0, limit=10, lease_s=60, owner="w") == []
 
     assert await store.repair_lanes() == 1
@@ -420,8 +421,9 @@ async def test_a_lane_left_without_a_due_time_is_repaired(store: SqliteStore) ->
     assert await store.repair_lanes() == 0
 
 
-async def test_rows_written_before_headers_were_bounded_still_read(make_gateway, make_settings,
-                                                                   make_receiver) -> None:
+async def test_rows_written_before_headers_were_bounded_still_read(
+    make_gateway, make_settings, make_receiver
+) -> None:
     gw = await make_gateway(make_settings())
     await gw.create_tenant("acme")
     rx = await make_receiver()
@@ -443,7 +445,7 @@ async def test_rows_written_before_headers_were_bounded_still_read(make_gateway,
 
 
 async def test_a_finished_delivery_frees_its_hooks_slot_for_the_claim_that_rechecks_it(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await add_hook(store, "hk_1", cap=1)
     await queue(store, "hk_1", 3)
@@ -457,3 +459,27 @@ async def test_a_finished_delivery_frees_its_hooks_slot_for_the_claim_that_reche
 
     assert unaware == []  # the lane still waits for the first lease to end
     assert len(told) == 1
+
+
+async def test_429s_to_requests_already_in_flight_count_as_one_in_a_row(store: SqliteStore) -> None:
+    await add_hook(store, "hk_1")
+    await queue(store, "hk_1", 4)
+    burst = await store.claim_due(now=T0, limit=10, lease_s=60, owner="w")
+    assert [c.throttled for c in burst] == [0, 0, 0, 0]
+
+    for c in burst[:3]:  # the receiver's bucket ran out under three requests in flight
+        o = Outcome(
+            c.delivery.id,
+            Attempt(0, T0, 1.0, 429, "HTTP 429", None),
+            "pending",
+            T0 + 1,
+            False,
+            "HTTP 429",
+            throttled=c.throttled + 1,
+            hook_id="hk_1",
+        )
+        await store.record_outcomes([o], T0 + 0.1, owner="w")
+    next_round = await store.claim_due(now=T0 + 2, limit=10, lease_s=60, owner="w", recheck=["hk_1"])
+
+    # One round of 429s, not three: the back-off grows by one step.
+    assert [c.throttled for c in next_round] == [1, 1, 1]

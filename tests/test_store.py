@@ -1,5 +1,6 @@
-"""The SQLite store's delivery queue: claims through the partial index, leases that expire
-and can be taken over, attempt numbering, release on shutdown, and the purge."""
+"""The store's delivery queue, on SQLite and on PostgreSQL (each test runs on both, unless it is
+about one backend): claims through the partial index, leases that expire and can be taken
+over, attempt numbering, release on shutdown, and the purge."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import sqlite3
 import sys
 import threading
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
+from backends import batches, make_store, sql
 
+from gateway.store.base import Store
 from gateway.store.database import WRITER_NICE
 from gateway.store.models import Attempt, Hook, Outcome, Tenant
 from gateway.store.sqlite import LANE_DUE_SQL, SqliteStore
@@ -20,9 +22,12 @@ from gateway.store.sqlite import LANE_DUE_SQL, SqliteStore
 T0 = 1_700_000_000.0
 
 
+SQLITE_ONLY = pytest.mark.parametrize("backend_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(f"sqlite:///{tmp_path / 'store.db'}")
+async def store(backend_url: str) -> AsyncIterator[Store]:
+    s = make_store(backend_url)
     await s.open()
     await s.create_tenant(Tenant(id="acme", name="Acme", created_at=T0, updated_at=T0))
     await add_hook(s, "hk_1")
@@ -30,19 +35,33 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     await s.close()
 
 
-async def add_hook(store: SqliteStore, hook_id: str, *, max_concurrency: int = 100,
-                   rate: float | None = None, tenant: str = "acme") -> None:
+async def add_hook(
+    store: Store, hook_id: str, *, max_concurrency: int = 100, rate: float | None = None, tenant: str = "acme"
+) -> None:
     """A hook: the lane its deliveries are claimed from."""
     await store.create_hook(
-        Hook(id=hook_id, tenant_id=tenant, name=hook_id.replace("_", "-"), trigger_id="post-user-registration",
-             url=f"https://{hook_id.replace('_', '-')}.example.com/", enabled=True, order=0, timeout_ms=1000,
-             failure_policy="fail", max_concurrency=max_concurrency, rate_limit_per_second=rate, format="auth0",
-             disabled_reason=None, created_at=T0, updated_at=T0),
+        Hook(
+            id=hook_id,
+            tenant_id=tenant,
+            name=hook_id.replace("_", "-"),
+            trigger_id="post-user-registration",
+            url=f"https://{hook_id.replace('_', '-')}.example.com/",
+            enabled=True,
+            order=0,
+            timeout_ms=1000,
+            failure_policy="fail",
+            max_concurrency=max_concurrency,
+            rate_limit_per_second=rate,
+            format="auth0",
+            disabled_reason=None,
+            created_at=T0,
+            updated_at=T0,
+        ),
         "whsec_dGVzdHRlc3R0ZXN0dGVzdHRlc3R0ZXN0dGVzdHRlc3Q=",
     )
 
 
-async def ingest(store: SqliteStore, n: int, *, now: float = T0, hook: str = "hk_1") -> list[str]:
+async def ingest(store: Store, n: int, *, now: float = T0, hook: str = "hk_1") -> list[str]:
     ids = []
     for i in range(n):
         did = f"dlv_{now}_{i}"
@@ -65,6 +84,7 @@ def attempt(at: float, status: int = 500) -> Attempt:
     )
 
 
+@SQLITE_ONLY
 async def test_the_claim_query_uses_the_partial_lane_index(store: SqliteStore) -> None:
     await ingest(store, 50)
 
@@ -77,7 +97,7 @@ async def test_the_claim_query_uses_the_partial_lane_index(store: SqliteStore) -
     assert not any(d.startswith("SCAN deliveries") for d in details), details
 
 
-async def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(store: SqliteStore) -> None:
+async def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(store: Store) -> None:
     (did,) = await ingest(store, 1)
 
     first = await store.claim_due(now=T0, limit=10, lease_s=2.0, owner="worker-a")
@@ -90,7 +110,7 @@ async def test_a_claimed_delivery_is_not_claimed_again_until_its_lease_expires(s
     assert [c.delivery.id for c in after] == [did]
 
 
-async def test_claims_take_the_oldest_due_first_and_respect_the_limit(store: SqliteStore) -> None:
+async def test_claims_take_the_oldest_due_first_and_respect_the_limit(store: Store) -> None:
     later = await ingest(store, 2, now=T0 + 10)
     earlier = await ingest(store, 2, now=T0)
 
@@ -100,7 +120,7 @@ async def test_claims_take_the_oldest_due_first_and_respect_the_limit(store: Sql
 
 
 async def test_a_taken_over_lease_keeps_the_new_owners_state_but_records_both_attempts(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     (did,) = await ingest(store, 1)
     await store.claim_due(now=T0, limit=1, lease_s=2.0, owner="dead")
@@ -119,7 +139,7 @@ async def test_a_taken_over_lease_keeps_the_new_owners_state_but_records_both_at
     assert [(a.number, a.status_code) for a in attempts] == [(1, 500), (2, 200)]
 
 
-async def test_attempts_are_numbered_in_order_including_ones_that_use_no_attempt(store: SqliteStore) -> None:
+async def test_attempts_are_numbered_in_order_including_ones_that_use_no_attempt(store: Store) -> None:
     (did,) = await ingest(store, 1)
     outcomes = [
         Outcome(did, attempt(T0, 429), "pending", T0, False, None),
@@ -137,7 +157,7 @@ async def test_attempts_are_numbered_in_order_including_ones_that_use_no_attempt
     assert delivery.last_error == "HTTP 500"
 
 
-async def test_release_gives_back_only_what_the_owner_still_holds(store: SqliteStore) -> None:
+async def test_release_gives_back_only_what_the_owner_still_holds(store: Store) -> None:
     held, recorded = await ingest(store, 2)
     await store.claim_due(now=T0, limit=2, lease_s=300, owner="w")
     outcome = Outcome(recorded, attempt(T0), "pending", T0 + 60, True, "x")
@@ -149,7 +169,7 @@ async def test_release_gives_back_only_what_the_owner_still_holds(store: SqliteS
     assert [c.delivery.id for c in claimable] == [held]  # the recorded one keeps its due time
 
 
-async def test_extend_leases_keeps_in_flight_rows_out_of_reach(store: SqliteStore) -> None:
+async def test_extend_leases_keeps_in_flight_rows_out_of_reach(store: Store) -> None:
     (did,) = await ingest(store, 1)
     await store.claim_due(now=T0, limit=1, lease_s=2, owner="w")
 
@@ -160,35 +180,33 @@ async def test_extend_leases_keeps_in_flight_rows_out_of_reach(store: SqliteStor
     assert len(await store.claim_due(now=T0 + 10, limit=1, lease_s=2, owner="v")) == 1
 
 
-async def test_purge_works_in_batches_and_keeps_pending_rows(store: SqliteStore) -> None:
+async def test_purge_works_in_batches_and_keeps_pending_rows(store: Store) -> None:
     done = await ingest(store, 7)
     pending = await ingest(store, 2, now=T0 + 0.5)
     await store.record_outcomes(
         [Outcome(d, attempt(T0, 200), "succeeded", None, True, None) for d in done], T0
     )
-    before = store.db.batches
+    before = batches(store)
 
     removed = await store.purge(before=T0 + 86400, now=T0 + 86400, batch=3)
 
     assert removed == 7
-    assert store.db.batches - before >= 3  # 3 + 3 + 1, then the rest: several short transactions
-
-    def counts(c: sqlite3.Connection) -> tuple[int, int, int]:
-        return (
-            c.execute("SELECT COUNT(*) FROM deliveries").fetchone()[0],
-            c.execute("SELECT COUNT(*) FROM attempts").fetchone()[0],
-            c.execute("SELECT COUNT(*) FROM events").fetchone()[0],
-        )
-
-    assert await store.db.read(counts) == (len(pending), 0, len(pending))
+    assert batches(store) - before >= 3  # 3 + 3 + 1, then the rest: several short transactions
+    counts = await sql(
+        store,
+        "SELECT (SELECT COUNT(*) FROM deliveries), (SELECT COUNT(*) FROM attempts),"
+        " (SELECT COUNT(*) FROM events)",
+    )
+    assert counts == [(len(pending), 0, len(pending))]
 
 
-async def test_concurrent_writes_share_transactions(store: SqliteStore) -> None:
-    before = store.db.batches
+async def test_concurrent_writes_share_transactions(store: Store) -> None:
+    before = batches(store)
     await asyncio.gather(*(ingest(store, 1, now=T0 + i) for i in range(100)))
-    assert store.db.batches - before < 25
+    assert batches(store) - before < 25
 
 
+@SQLITE_ONLY
 @pytest.mark.skipif(sys.platform != "linux", reason="a nice value per thread is Linux's")
 async def test_the_writer_thread_runs_below_the_event_loop(store: SqliteStore) -> None:
     """The writer shares a core with the event loop; a login request must not wait behind a

@@ -381,7 +381,7 @@ class DeliveryEngine:
     async def _classify(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
         outcome = await self._judge(item, live, result)
         if result.status_code is not None and outcome.throttled is None and item.throttled:
-            outcome.throttled = False  # an answer other than 429 ends the hook's run of 429s
+            outcome.throttled = 0  # an answer other than 429 ends the hook's run of 429s
         return outcome
 
     async def _judge(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
@@ -417,10 +417,14 @@ class DeliveryEngine:
         return self._failure(item, result.error or "failed", uses_attempt=True, result=result, floor=until)
 
     def _rate_limited(self, item: Claimed, result: AttemptResult, *, floor: float | None) -> Outcome:
-        """A 429 is the receiver pacing us, not a failure of this delivery: no attempt is used,
-        and the whole hook waits: at least its `Retry-After` (up to `max_pause`), and at least
-        `throttle_floor` doubled for each 429 in a row (up to `throttle_max`), so that
-        `Retry-After: 0` cannot make a loop. Only the maximum age ends the delivery."""
+        """A 429 is the receiver pacing us, not a failure of this delivery: no attempt is used.
+        The delivery waits at least its `Retry-After` (up to `max_pause`) and at least
+        `throttle_floor` doubled for each 429 in a row from the hook (up to `throttle_max`), so
+        that `Retry-After: 0` cannot make a loop. From the second 429 in a row on, the whole hook
+        waits as long: a backlog cannot turn one receiver's 429s into a flood either (a single
+        429, often one of several requests already in flight, holds back only its delivery, as
+        SPEC has it; the hook-wide pause is `X-RateLimit-Remaining`'s). Only the maximum age
+        ends the delivery."""
         d = item.delivery
         now = self.clock()
         cfg = self.cfg
@@ -430,9 +434,9 @@ class DeliveryEngine:
         due = max(now + max(backoff, asked), floor or 0.0)
         if due - d.created_at > cfg.max_age:
             return Outcome(d.id, result.record(), "failed", None, False,
-                           "max age exceeded (receiver answered 429)", throttled=True)
+                           "max age exceeded (receiver answered 429)", throttled=in_a_row)
         return Outcome(d.id, result.record(), "pending", due, False, result.error,
-                       throttled=True, lane_until=due)
+                       throttled=in_a_row, lane_until=due if in_a_row >= 2 else floor)
 
     def _failure(
         self, item: Claimed, reason: str, *, uses_attempt: bool, result: AttemptResult | None,

@@ -118,9 +118,9 @@ class Outcome:
     next_attempt_at: float | None
     uses_attempt: bool
     last_error: str | None
-    # The hook's lane: True after a 429 (one more in a row), False after any other answer
-    # (the run is over), None when nothing was answered.
-    throttled: bool | None = None
+    # The hook's run of 429s: n after a 429 to a request claimed when the run was n-1, 0 after
+    # any other answer (the run is over), None when nothing was answered.
+    throttled: int | None = None
     lane_until: float | None = None  # the whole hook waits until then (a pause, a 429's wait)
     hook_id: str = ""  # the delivery's hook, when the caller knows it (saves the store a look-up)
 

@@ -64,10 +64,13 @@ _AFTER_OUTCOME_SQL = (
     "  WHEN next_due IS NULL OR next_due > MAX(?2, COALESCE(hold_until, 0))"
     "  THEN MAX(?2, COALESCE(hold_until, 0)) ELSE next_due END,"
     " hold_until = COALESCE(?1, hold_until),"
-    " throttled = CASE ?3 WHEN 1 THEN throttled + 1 WHEN 0 THEN 0 ELSE throttled END"
+    # A 429 to a request claimed when the run was n-1 makes it n; the other 429s of the same
+    # round (requests already in flight) do not lengthen it again.
+    " throttled = CASE WHEN ?3 IS NULL THEN throttled WHEN ?3 = 0 THEN 0"
+    "  WHEN throttled = ?3 - 1 THEN ?3 ELSE throttled END"
     " WHERE id = {which}"
     # Only when something changes: most outcomes find their lane due already (a write saved).
-    " AND (?1 IS NOT NULL OR ?3 = 1 OR (?3 = 0 AND throttled != 0)"
+    " AND (?1 IS NOT NULL OR ?3 > 0 OR (?3 = 0 AND throttled != 0)"
     "  OR next_due IS NULL OR next_due > MAX(?2, COALESCE(hold_until, 0)))"
 )
 _AFTER_OUTCOME_BY_HOOK = _AFTER_OUTCOME_SQL.format(which="?4")
@@ -238,7 +241,7 @@ def after_outcome(c: sqlite3.Connection, o: Outcome, now: float) -> None:
     hook writes nothing: the claim that follows re-checks the hook (`claim(recheck=...)`)."""
     if o.hook_id and o.lane_until is None and o.throttled is None:
         return
-    throttled: Any = None if o.throttled is None else int(o.throttled)
+    throttled: Any = o.throttled
     if o.hook_id:
         c.execute(_AFTER_OUTCOME_BY_HOOK, (o.lane_until, now, throttled, o.hook_id))
     else:

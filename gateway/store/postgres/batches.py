@@ -1,0 +1,185 @@
+"""What many concurrent calls do in one transaction (`GroupCommit`, gateway/store/postgres/
+database.py): ingests, and the outcomes of attempts. A batch of ingests is a handful of
+statements whatever its size; the rows several transactions may change at once are locked in
+one order (delivery ids sorted) to keep deadlocks rare."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import Conflict
+from ..models import PARKED_AT, Outcome
+from . import lanes
+from .database import clean
+from .rows import ATTEMPT_COLUMNS, DELIVERY_COLUMNS, attempt_values
+
+INSERT_EVENTS = (
+    "INSERT INTO events (id, tenant_id, trigger_id, body, created_at)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[])"
+)
+INSERT_DELIVERIES = (
+    f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
+    " SELECT id, t, e, h, tr, k, s, n, due, err, cr, cr FROM unnest($1::text[], $2::text[], $3::text[],"
+    " $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::float8[], $10::text[], $11::float8[])"
+    " WITH ORDINALITY AS u(id, t, e, h, tr, k, s, n, due, err, cr, ord) ORDER BY ord"
+)
+_USE_KEY = (
+    "INSERT INTO idempotency_keys"
+    " (tenant_id, key, trigger_id, response, created_at, expires_at, request_hash)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant_id, key) DO UPDATE SET"
+    " trigger_id = EXCLUDED.trigger_id, response = EXCLUDED.response, created_at = EXCLUDED.created_at,"
+    " expires_at = EXCLUDED.expires_at, request_hash = EXCLUDED.request_hash"
+    " WHERE idempotency_keys.expires_at <= EXCLUDED.created_at RETURNING 1"
+)
+# A delivery is parked (`PARKED_AT`) only while its hook is disabled in the database: the
+# worker's view of the hook may be older than an enable (made just now, or on another instance),
+# and a parked delivery of an enabled hook would wait forever.
+_OUTCOME = (
+    "UPDATE deliveries SET status = $1, next_attempt_at = CASE WHEN $2::float8 >= $8::float8 AND EXISTS"
+    " (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.enabled) THEN $5 ELSE $2 END,"
+    " attempt_count = attempt_count + $3,"
+    " last_error = COALESCE($4, last_error), lease_owner = NULL, updated_at = $5"
+    " WHERE id = $6 AND status = 'pending' AND ($7::text IS NULL OR lease_owner = $7 OR lease_owner IS NULL)"
+)
+# Numbered after the last recorded attempt, and only while the delivery exists (it may have
+# been purged meanwhile); its row is locked by then, so numbers never collide.
+_ATTEMPT = (
+    f"INSERT INTO attempts ({ATTEMPT_COLUMNS})"  # noqa: S608
+    " SELECT $1, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = $1), 0) + 1,"
+    " $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)"
+)
+_LOCK_DELIVERIES = "SELECT 1 FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+
+
+@dataclass(slots=True)
+class Ingest:
+    tenant_id: str
+    trigger_id: str
+    event_id: str
+    body: bytes
+    deliveries: Sequence[tuple[str, str]]
+    kind: str
+    now: float
+    idempotency_key: str | None
+    idempotency_ttl_s: float
+    response: str | None
+    status: str
+
+
+Outcomes = tuple[Sequence[Outcome], float, str | None]
+
+
+
+async def run_ingests(c: Any, items: list[Ingest]) -> list[str | None]:
+    """Many ingests in one transaction: idempotency keys one by one (a key used twice in the
+    batch answers the second with the first's response), then every event, every delivery and
+    every lane's wake in one statement each."""
+    results: list[str | None] = []
+    stored: list[Ingest] = []
+    for it in items:
+        if it.idempotency_key is not None:
+            earlier = await _use_key(c, it)
+            if earlier is not None:
+                results.append(earlier)
+                continue
+        results.append(None)
+        stored.append(it)
+    if not stored:
+        return results
+    await c.execute(
+        INSERT_EVENTS,
+        [it.event_id for it in stored], [it.tenant_id for it in stored], [it.trigger_id for it in stored],
+        [it.body for it in stored], [it.now for it in stored],
+    )
+    rows = [(it, did, hid) for it in stored for did, hid in it.deliveries]
+    if rows:
+        await c.execute(
+            INSERT_DELIVERIES,
+            [did for _, did, _ in rows],
+            [it.tenant_id for it, _, _ in rows],
+            [it.event_id for it, _, _ in rows],
+            [hid for _, _, hid in rows],
+            [it.trigger_id for it, _, _ in rows],
+            [it.kind for it, _, _ in rows],
+            [it.status for it, _, _ in rows],
+            [0] * len(rows),
+            [it.now if it.status == "pending" else None for it, _, _ in rows], [None] * len(rows),
+            [it.now for it, _, _ in rows],
+        )
+    wakes: dict[str, float] = {}
+    for it, _, hid in rows:
+        if it.status == "pending":
+            wakes[hid] = min(wakes.get(hid, math.inf), it.now)
+    await lanes.wake_many(c, wakes)
+    return results
+
+
+async def _use_key(c: Any, it: Ingest) -> str | None:
+    """Take the idempotency key for this ingest (None), or the response of the request that
+    holds it. A concurrent request with the same key waits for the first to commit, then sees
+    its row."""
+    assert it.idempotency_key is not None
+    digest = hashlib.sha256(it.body).hexdigest()
+    for _ in range(2):
+        taken = await c.fetchval(
+            _USE_KEY, it.tenant_id, it.idempotency_key, it.trigger_id, it.response or "", it.now,
+            it.now + it.idempotency_ttl_s, digest,
+        )
+        if taken is not None:
+            return None
+        row = await c.fetchrow(
+            "SELECT response, trigger_id, request_hash FROM idempotency_keys"
+            " WHERE tenant_id = $1 AND key = $2",
+            it.tenant_id,
+            it.idempotency_key,
+        )
+        if row is None:  # purged between the two statements: take it again
+            continue
+        if row[1] != it.trigger_id:
+            raise Conflict(f"this Idempotency-Key was used for an event of {row[1]!r}")
+        if row[2] is not None and row[2] != digest:
+            raise Conflict("this Idempotency-Key was used with a different request body")
+        return str(row[0])
+    raise Conflict("this Idempotency-Key is being used by another request; try again")
+
+
+async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
+    """Outcomes of many calls in one transaction, in their order: the deliveries are locked
+    first (sorted: concurrent batches do not deadlock), then moved on, their lanes told, and
+    the attempts recorded."""
+    flat = [(o, now, owner) for outcomes, now, owner in items for o in outcomes]
+    await c.execute(_LOCK_DELIVERIES, sorted({o.delivery_id for o, _, _ in flat}))
+    await c.executemany(
+        _OUTCOME,
+        [
+            (
+                o.status,
+                None if o.next_attempt_at is None else float(o.next_attempt_at),
+                1 if o.uses_attempt else 0,
+                clean(o.last_error),
+                now,
+                o.delivery_id,
+                owner,
+                PARKED_AT,
+            )
+            for o, now, owner in flat
+        ],
+    )
+    # The lanes, in the order of the outcomes; a delivery its worker parked (it saw the hook
+    # disabled) wakes its lane at once, in case the hook was enabled meanwhile.
+    run: list[tuple[Outcome, float]] = []
+    for o, now, _ in flat:
+        run.append((o, now))
+        if o.next_attempt_at is not None and o.next_attempt_at >= PARKED_AT:
+            await lanes.after_outcomes(c, run)
+            run = []
+            await lanes.wake_deliveries(c, [o.delivery_id], now)
+    await lanes.after_outcomes(c, run)
+    attempts = [(o.delivery_id, *attempt_values(o.attempt)) for o, _, _ in flat if o.attempt is not None]
+    if attempts:
+        await c.executemany(_ATTEMPT, attempts)
+    return [None] * len(items)

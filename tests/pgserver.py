@@ -1,0 +1,170 @@
+"""A throwaway PostgreSQL server for the tests: `initdb` into a temporary directory, `pg_ctl
+start` listening only on a Unix socket in that directory (no TCP port to race for), one
+database per test, `pg_ctl stop` at the end. No Docker, no service.
+
+PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user (Debian's
+package creates it), else as `nobody`. Durability is switched off (`fsync=off`): a test server
+loses nothing a test needs when the machine does not crash.
+
+`GATEWAY_TEST_PG_BINDIR` names the folder of `initdb` and `pg_ctl`; by default the newest
+`/usr/lib/postgresql/*/bin`, else the `PATH`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PORT = 5432  # only names the socket file: the server listens on no TCP port
+STARTUP_TIMEOUT_S = 60
+
+
+def find_bindir() -> Path | None:
+    """The folder of PostgreSQL's server programs, or None when they are not installed."""
+    configured = os.environ.get("GATEWAY_TEST_PG_BINDIR")
+    if configured:
+        return Path(configured) if (Path(configured) / "initdb").exists() else None
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key)
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).parent if on_path else None
+
+
+def _version_key(path: str) -> tuple[int, ...]:
+    version = path.split("/")[-3]
+    return tuple(int(p) for p in version.split(".") if p.isdigit())
+
+
+class PostgresServer:
+    """One server in a temporary directory; `start()`, `url(db)`, `stop()`."""
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.root = Path(tempfile.mkdtemp(prefix="gwpg-"))  # short: a socket path has ~100 bytes
+        self.data = self.root / "data"
+        self.sockets = self.root
+        self.log = self.root / "server.log"
+        self._user: str | None = None
+        self._names = itertools.count(1)
+        self._options = ""
+        self.started = False
+        self.template: str | None = None
+
+    # -- the server -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if os.geteuid() == 0:
+            self._user = _unprivileged_user()
+            pw = pwd.getpwnam(self._user)
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.root.chmod(0o700)
+        initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                  "-E", "UTF8", "-N"]
+        # A default collation that is not byte order, as most installations have: the store must
+        # not depend on it (its keys are declared COLLATE "C").
+        try:
+            self._run([*initdb, "--locale-provider=icu", "--icu-locale=en", "--locale=C.UTF-8"])
+        except subprocess.CalledProcessError:
+            shutil.rmtree(self.data, ignore_errors=True)
+            self._run([*initdb, "--locale=C.UTF-8"])
+        options = " ".join([
+            "-c listen_addresses=''",
+            f"-c unix_socket_directories={self.sockets}",
+            f"-c port={PORT}",
+            "-c fsync=off",
+            "-c synchronous_commit=off",
+            "-c full_page_writes=off",
+            "-c max_connections=300",
+            "-c shared_buffers=32MB",
+        ])
+        self._options = options
+        self.resume()
+
+    def halt(self) -> None:
+        """Stop the server and keep its data (the database "goes away"); `resume` brings it back."""
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        self.started = False
+
+    def resume(self) -> None:
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                   "-t", str(STARTUP_TIMEOUT_S), "-o", self._options, "start"])
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
+                           "stop"])
+            self.started = False
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _run(self, argv: list[str]) -> None:
+        if self._user is not None:
+            argv = ["runuser", "-u", self._user, "--", *argv]
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S, check=False)  # noqa: S603
+        if result.returncode != 0:
+            log = self.log.read_text() if self.log.exists() else ""
+            raise subprocess.CalledProcessError(result.returncode, argv, result.stdout,
+                                                f"{result.stderr}\n{log[-2000:]}")
+
+    # -- databases --------------------------------------------------------------------------
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@/{database}?host={self.sockets}&port={PORT}"
+
+    def new_name(self, prefix: str = "t") -> str:
+        return f"{prefix}_{os.getpid()}_{next(self._names)}"
+
+    async def create_database(self, *, template: str | None = None, prefix: str = "t") -> str:
+        """A new empty database (or a copy of `template`); returns its URL."""
+        import asyncpg  # noqa: PLC0415
+
+        name = self.new_name(prefix)
+        conn = await asyncpg.connect(self.url())
+        try:
+            clause = f' TEMPLATE "{template}" STRATEGY FILE_COPY' if template else " TEMPLATE template0"
+            await conn.execute(f'CREATE DATABASE "{name}"{clause}')
+        finally:
+            await conn.close()
+        return self.url(name)
+
+
+    def create_database_sync(self, *, template: str | None = None, prefix: str = "t") -> str:
+        """`create_database` for callers outside an event loop, or inside one that must not
+        wait on it (a fixture): run on a loop of its own in a thread."""
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, self.create_database(template=template, prefix=prefix)).result()
+
+    def migrated_template(self) -> str:
+        """A database with the gateway's schema, made once: new databases are copies of it."""
+        if self.template is None:
+            url = self.create_database_sync(prefix="template")
+
+            async def migrate() -> None:
+                from gateway.store.postgres import PostgresStore  # noqa: PLC0415
+
+                await PostgresStore(url).migrate()
+
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, migrate()).result()
+            self.template = urlsplit(url).path.lstrip("/")
+        return self.template
+
+
+def _unprivileged_user() -> str:
+    for name in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(name)
+            return name
+    raise RuntimeError("running as root and neither a 'postgres' nor a 'nobody' user exists")
