@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...errors import NotFound, shown
-from ..models import Attempt, Delivery, Hook, Page, Tenant
+
+# The mappers both stores share, re-exported for this store's query modules.
+from ..columns import HOOK_FIELD_COLUMNS as HOOK_FIELD_COLUMNS
+from ..columns import delivery_from_row as delivery_from_row
+from ..columns import hook_from_row as hook_from_row
+from ..columns import tenant_from_row as tenant_from_row
+from ..models import Attempt, Delivery, Page
 from .database import clean
 
 TENANT_COLUMNS = "id, name, allowed_cidrs, deadlines, max_in_flight, created_at, updated_at, quotas"
@@ -23,57 +28,7 @@ ATTEMPT_COLUMNS = (
     "delivery_id, number, started_at, duration_ms, status_code, error, response_body, rl_limit,"
     " rl_remaining, rl_reset, retry_after"
 )
-# Hook fields as the API names them -> column.
-HOOK_FIELD_COLUMNS = {
-    "name": "name",
-    "url": "url",
-    "enabled": "enabled",
-    "order": '"order"',
-    "timeoutMs": "timeout_ms",
-    "failurePolicy": "failure_policy",
-    "maxConcurrency": "max_concurrency",
-    "rateLimitPerSecond": "rate_limit_per_second",
-    "format": "format",
-    "disabledReason": "disabled_reason",
-}
 PURGE_BATCH = 5000  # finished deliveries deleted per transaction, so ingest is not held up
-
-
-def hook_from_row(row: Sequence[Any]) -> Hook:
-    return Hook(
-        id=row[0],
-        tenant_id=row[1],
-        name=row[2],
-        trigger_id=row[3],
-        url=row[4],
-        enabled=bool(row[5]),
-        order=row[6],
-        timeout_ms=row[7],
-        failure_policy=row[8],
-        max_concurrency=row[9],
-        rate_limit_per_second=row[10],
-        format=row[11],
-        disabled_reason=row[12],
-        created_at=row[13],
-        updated_at=row[14],
-    )
-
-
-def delivery_from_row(row: Sequence[Any]) -> Delivery:
-    return Delivery(*row)
-
-
-def tenant_from_row(row: Sequence[Any]) -> Tenant:
-    return Tenant(
-        id=row[0],
-        name=row[1],
-        allowed_cidrs=tuple(json.loads(row[2])),
-        deadlines=json.loads(row[3]),
-        max_in_flight=row[4],
-        created_at=row[5],
-        updated_at=row[6],
-        quotas=json.loads(row[7]),
-    )
 
 
 def attempt_values(a: Attempt) -> tuple[Any, ...]:
