@@ -292,21 +292,21 @@ def unaccepted_port() -> Iterator[int]:
 
 # -- PostgreSQL (tests/pgserver.py) --------------------------------------------------------------
 
-POSTGRES_REQUIRED = os.environ.get("GATEWAY_TEST_POSTGRES") == "required"  # CI sets it
+POSTGRES_REQUIRED = os.environ.get("TEST_POSTGRES") == "required"  # CI sets it
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server for the whole session, on a Unix socket in a temporary
     directory. Where PostgreSQL is not installed the tests that need it are skipped, or fail
-    when `GATEWAY_TEST_POSTGRES=required` (CI installs it, so a skip there would hide a gap)."""
+    when `TEST_POSTGRES=required` (CI installs it, so a skip there would hide a gap)."""
     bindir = find_bindir()
     if bindir is None:
         message = ("PostgreSQL's server programs (initdb, pg_ctl) were not found under"
                    " /usr/lib/postgresql/*/bin or on PATH: install the Debian package `postgresql`"
-                   " or set GATEWAY_TEST_PG_BINDIR")
+                   " or set TEST_PG_BINDIR")
         if POSTGRES_REQUIRED:
-            pytest.fail(f"{message} (GATEWAY_TEST_POSTGRES=required)", pytrace=False)
+            pytest.fail(f"{message} (TEST_POSTGRES=required)", pytrace=False)
         pytest.skip(message)
     server = PostgresServer(bindir)
     try:

@@ -6,7 +6,7 @@ PostgreSQL refuses to run as root: as root, the server runs as the `postgres` us
 package creates it), else as `nobody`. Durability is switched off (`fsync=off`): a test server
 loses nothing a test needs when the machine does not crash.
 
-`GATEWAY_TEST_PG_BINDIR` names the folder of `initdb` and `pg_ctl`; by default the newest
+`TEST_PG_BINDIR` names the folder of `initdb` and `pg_ctl`; by default the newest
 `/usr/lib/postgresql/*/bin`, else the `PATH`.
 """
 
@@ -31,7 +31,7 @@ STARTUP_TIMEOUT_S = 60
 
 def find_bindir() -> Path | None:
     """The folder of PostgreSQL's server programs, or None when they are not installed."""
-    configured = os.environ.get("GATEWAY_TEST_PG_BINDIR")
+    configured = os.environ.get("TEST_PG_BINDIR")
     if configured:
         return Path(configured) if (Path(configured) / "initdb").exists() else None
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key)

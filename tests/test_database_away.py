@@ -24,9 +24,9 @@ def own_postgres() -> Iterator[PostgresServer]:
     """A server of this test's own: it is stopped and started again."""
     bindir = find_bindir()
     if bindir is None:
-        if os.environ.get("GATEWAY_TEST_POSTGRES") == "required":
+        if os.environ.get("TEST_POSTGRES") == "required":
             pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-        pytest.skip("PostgreSQL is not installed (set GATEWAY_TEST_POSTGRES=required to fail instead)")
+        pytest.skip("PostgreSQL is not installed (set TEST_POSTGRES=required to fail instead)")
     server = PostgresServer(bindir)
     server.start()
     yield server

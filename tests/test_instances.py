@@ -27,9 +27,9 @@ CE_EVENT = {"audience": "https://api.example.com", "client": {"id": "c1", "name"
 def postgres() -> Iterator[PostgresServer]:
     bindir = find_bindir()
     if bindir is None:
-        if os.environ.get("GATEWAY_TEST_POSTGRES") == "required":
+        if os.environ.get("TEST_POSTGRES") == "required":
             pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-        pytest.skip("PostgreSQL is not installed (set GATEWAY_TEST_POSTGRES=required to fail instead)")
+        pytest.skip("PostgreSQL is not installed (set TEST_POSTGRES=required to fail instead)")
     server = PostgresServer(bindir)
     server.start()
     yield server
@@ -163,7 +163,7 @@ async def test_a_hooks_rate_holds_across_instances(deployment, make_receiver) ->
     # One turn every 250 ms whichever instance sends: no one-second window sees more than the
     # rate and the edge one (a send can start a little late, so two may come closer than 250 ms).
     assert max(sum(1 for t in times if start <= t < start + 1.0) for start in times) <= 4 + 1
-    assert times[-1] - times[0] >= 7 * 0.25 - 0.1
+    assert times[-1] - times[0] >= 7 * 0.25 - 0.25  # turns handed out up to 20 ms ahead, sends late
 
 
 async def test_a_destination_pause_holds_across_instances(deployment, make_receiver) -> None:

@@ -1,0 +1,230 @@
+"""High availability of the blocking path (issue 11): a real haproxy in front of two gateway
+instances on one PostgreSQL, a steady stream of `credentials-exchange` calls through it, one
+instance killed with SIGKILL. After the calls that were in flight on the killed instance, every
+call succeeds: haproxy's health checks on `/readyz` take the dead instance out, and a request
+it could not hand over (connection refused, or closed before any answer) is sent again to the
+survivor. docs/DEPLOYING.md gives the configuration and says which calls can fail and why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from instances import Deployment, Instance, free_port
+from pgserver import PostgresServer, find_bindir
+
+CE = "credentials-exchange"
+CE_EVENT = {"audience": "https://api.example.com", "client": {"id": "c1", "name": "App"}, "scope": ["read"]}
+WORKERS = 20  # callers at once
+RUN_S = 6.0  # how long they call
+KILL_AFTER_S = 2.0  # when one instance is killed
+WINDOW_S = 1.0  # after the kill, the calls that were in flight on the killed instance may fail
+MAX_CALLS = 20_000  # bound on the stream, whatever the speed of the machine
+HAPROXY_READY_S = 10.0
+
+HAPROXY_CFG = """\
+global
+    maxconn 2000
+
+defaults
+    mode http
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    timeout check 1s
+    retries 2
+    option redispatch
+    retry-on conn-failure empty-response
+
+frontend gateway
+    bind 127.0.0.1:{port}
+    default_backend gateways
+
+backend gateways
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+{servers}
+"""
+
+
+def find_haproxy() -> str | None:
+    return shutil.which("haproxy") or next(
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None
+    )
+
+
+@pytest.fixture(scope="module")
+def haproxy_bin() -> str:
+    found = find_haproxy()
+    if found is None:
+        if os.environ.get("TEST_POSTGRES") == "required":
+            pytest.fail("haproxy is not installed (Debian package `haproxy`)")
+        pytest.skip("haproxy is not installed (set TEST_POSTGRES=required to fail instead)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("TEST_POSTGRES") == "required":
+            pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
+        pytest.skip("PostgreSQL is not installed (set TEST_POSTGRES=required to fail instead)")
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def deployment(postgres: PostgresServer, tmp_path: Path) -> AsyncIterator[Deployment]:
+    url = await postgres.create_database(prefix="lb")
+    dep = Deployment(database_url=url, workdir=tmp_path)
+    yield dep
+    dep.stop_all()
+
+
+@dataclass
+class Balancer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_haproxy(binary: str, workdir: Path, instances: list[Instance]) -> Balancer:
+    port = free_port()
+    servers = "\n".join(
+        f"    server gw{i} 127.0.0.1:{inst.port} check inter 200ms fall 1 rise 2"
+        for i, inst in enumerate(instances)
+    )
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(port=port, servers=servers))
+    subprocess.run([binary, "-c", "-q", "-f", str(cfg)], check=True, capture_output=True, timeout=10)  # noqa: S603
+    log = workdir / "haproxy.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([binary, "-f", str(cfg), "-db"], stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+    return Balancer(port=port, proc=proc, log=log)
+
+
+def stop_haproxy(balancer: Balancer) -> None:
+    if balancer.proc.poll() is None:
+        balancer.proc.kill()
+    balancer.proc.wait(timeout=10)
+
+
+@dataclass
+class Call:
+    started: float
+    ended: float
+    status: int  # 0: no HTTP answer at all
+    ok: bool
+
+
+async def success(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:
+    return web.json_response({"status": "success", "data": {"scope": ["read"]}})
+
+
+async def one_call(http: aiohttp.ClientSession, url: str, headers: dict[str, str]) -> Call:
+    started = time.monotonic()
+    try:
+        async with http.post(url, json=CE_EVENT, headers=headers) as resp:
+            body = await resp.json(content_type=None)
+            ok = resp.status == 200 and isinstance(body, dict) and body.get("status") == "success"
+            return Call(started, time.monotonic(), resp.status, ok)
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return Call(started, time.monotonic(), 0, False)
+
+
+async def stream(
+    url: str, headers: dict[str, str], meanwhile: Callable[[float], Awaitable[None]]
+) -> list[Call]:
+    """WORKERS callers, each calling in turn until RUN_S has passed (at most MAX_CALLS calls);
+    `meanwhile(begin)` runs alongside them."""
+    calls: list[Call] = []
+    begin = time.monotonic()
+    connector = aiohttp.TCPConnector(limit=WORKERS)
+    timeout = aiohttp.ClientTimeout(total=15)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+
+        async def caller() -> None:
+            while time.monotonic() - begin < RUN_S and len(calls) < MAX_CALLS:
+                calls.append(await one_call(http, url, headers))
+
+        await asyncio.gather(meanwhile(begin), *(caller() for _ in range(WORKERS)))
+    return calls
+
+
+async def test_killing_one_instance_behind_haproxy_fails_only_its_calls_in_flight(
+    deployment: Deployment, make_receiver: Any, haproxy_bin: str
+) -> None:
+    a = await deployment.start()
+    b = await deployment.start()
+    rx = await make_receiver(success)
+    headers = deployment.auth()
+    async with aiohttp.ClientSession() as http:
+        tenants = f"{a.base}/api/v2/tenants"
+        async with http.post(tenants, json={"id": "acme"}, headers=deployment.operator()) as r:
+            assert r.status == 201, await r.text()
+        hook = {"name": "login", "triggerId": CE, "enabled": True, "url": rx.url()}
+        async with http.post(f"{a.base}/api/v2/hooks", json=hook, headers=headers) as r:
+            assert r.status == 201, await r.text()
+
+    balancer = start_haproxy(haproxy_bin, deployment.workdir, [a, b])
+    try:
+        url = f"{balancer.base}/v1/tenants/acme/triggers/{CE}"
+        # Both instances answer through haproxy before the stream starts (each has the hook).
+        end = time.monotonic() + HAPROXY_READY_S
+        async with aiohttp.ClientSession() as http:
+            seen = 0
+            while seen < 4:
+                assert time.monotonic() < end, balancer.log.read_text(errors="replace")[-2000:]
+                seen = seen + 1 if (await one_call(http, url, headers)).ok else 0
+                if seen == 0:
+                    await asyncio.sleep(0.1)
+
+        killed_at: list[float] = []
+
+        async def kill_later(begin: float) -> None:
+            await asyncio.sleep(max(0.0, begin + KILL_AFTER_S - time.monotonic()))
+            b.proc.send_signal(signal.SIGKILL)
+            killed_at.append(time.monotonic())
+
+        calls = await stream(url, headers, kill_later)
+        b.proc.wait(timeout=10)
+    finally:
+        stop_haproxy(balancer)
+
+    kill = killed_at[0]
+    failed = [c for c in calls if not c.ok]
+    before = [c for c in calls if c.ended < kill]
+    after_window = [c for c in calls if c.started > kill + WINDOW_S]
+    spans = [(round(c.started - kill, 3), round(c.ended - kill, 3), c.status) for c in failed]
+    print(  # noqa: T201 - the figure docs/DEPLOYING.md reports
+        f"\n{len(calls)} calls, {len(before)} before the kill, {len(after_window)} after the window; "
+        f"{len(failed)} failed (start, end after the kill; status): {spans}"
+    )
+    assert before and after_window  # the stream ran on both sides of the kill
+    assert all(c.ok for c in before)  # both instances up: everything succeeds
+    assert all(c.ok for c in after_window)  # the survivor answers everything once the dead one is out
+    # What fails is only what was in flight on the killed instance when it died (or sent in the
+    # moment after): at most one call per caller.
+    assert all(c.started <= kill + WINDOW_S and c.ended >= kill for c in failed)
+    assert len(failed) <= WORKERS
+    assert a.proc.poll() is None  # the survivor is still serving
+    assert len(rx.requests) >= sum(c.ok for c in calls)  # each success went through the hook
