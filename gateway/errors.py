@@ -142,7 +142,7 @@ _UNAVAILABLE_NAMES = frozenset({
     "PostgresConnectionError", "ConnectionDoesNotExistError", "ConnectionFailureError",
     "CannotConnectNowError", "TooManyConnectionsError", "InterfaceError", "ConnectionError",
     "ConnectionRefusedError", "ConnectionResetError", "AdminShutdownError", "CrashShutdownError",
-    "QueryCanceledError",
+    "QueryCanceledError", "InternalClientError",  # a pooled connection the server closed while idle
 })
 
 
