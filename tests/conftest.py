@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pgserver import PostgresServer, find_bindir
+from pgserver import PostgresServer, running_server
 from sockets import blackhole
 
 from gateway import settings as settings_mod
@@ -292,32 +291,18 @@ def unaccepted_port() -> Iterator[int]:
 
 # -- PostgreSQL (tests/pgserver.py) --------------------------------------------------------------
 
-POSTGRES_REQUIRED = os.environ.get("TEST_POSTGRES") == "required"  # CI sets it
-
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A throwaway PostgreSQL server for the whole session, on a Unix socket in a temporary
     directory. Where PostgreSQL is not installed the tests that need it are skipped, or fail
     when `TEST_POSTGRES=required` (CI installs it, so a skip there would hide a gap)."""
-    bindir = find_bindir()
-    if bindir is None:
-        message = ("PostgreSQL's server programs (initdb, pg_ctl) were not found under"
-                   " /usr/lib/postgresql/*/bin or on PATH: install the Debian package `postgresql`"
-                   " or set TEST_PG_BINDIR")
-        if POSTGRES_REQUIRED:
-            pytest.fail(f"{message} (TEST_POSTGRES=required)", pytrace=False)
-        pytest.skip(message)
-    server = PostgresServer(bindir)
-    try:
-        server.start()
-        server.migrated_template()
-    except Exception as exc:
-        server.stop()
-        pytest.fail(f"the test PostgreSQL server did not start: {exc}\n{getattr(exc, 'stderr', '')}",
-                    pytrace=False)
-    yield server
-    server.stop()
+    with running_server() as server:
+        try:
+            server.migrated_template()
+        except Exception as exc:
+            pytest.fail(f"the test PostgreSQL database did not migrate: {exc}", pytrace=False)
+        yield server
 
 
 @pytest.fixture

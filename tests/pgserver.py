@@ -22,6 +22,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -160,6 +161,36 @@ class PostgresServer:
                 pool.submit(asyncio.run, migrate()).result()
             self.template = urlsplit(url).path.lstrip("/")
         return self.template
+
+
+REQUIRED = os.environ.get("TEST_POSTGRES") == "required"  # CI sets it: a skip there would hide a gap
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[PostgresServer]:
+    """A started server, stopped afterwards. Where PostgreSQL is not installed the test is
+    skipped, or fails when `TEST_POSTGRES=required`; a server that does not start fails it."""
+    import pytest  # noqa: PLC0415 - this module is a test helper
+
+    bindir = find_bindir()
+    if bindir is None:
+        message = ("PostgreSQL's server programs (initdb, pg_ctl) were not found under"
+                   " /usr/lib/postgresql/*/bin or on PATH: install the Debian package `postgresql`"
+                   " or set TEST_PG_BINDIR")
+        if REQUIRED:
+            pytest.fail(f"{message} (TEST_POSTGRES=required)", pytrace=False)
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except Exception as exc:
+        server.stop()
+        pytest.fail(f"the test PostgreSQL server did not start: {exc}\n{getattr(exc, 'stderr', '')}",
+                    pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def _unprivileged_user() -> str:

@@ -5,13 +5,12 @@ points keep answering from the cached view, `/readyz` says so; when it is back, 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 
 import pytest
 from aiohttp import web
-from pgserver import PostgresServer, find_bindir
+from pgserver import PostgresServer, running_server
 
 PUR = "post-user-registration"
 CE = "credentials-exchange"
@@ -22,15 +21,8 @@ CE_EVENT = {"audience": "https://api.example.com", "client": {"id": "c1", "name"
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A server of this test's own: it is stopped and started again."""
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("TEST_POSTGRES") == "required":
-            pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-        pytest.skip("PostgreSQL is not installed (set TEST_POSTGRES=required to fail instead)")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
+    with running_server() as server:
+        yield server
 
 
 async def test_ingest_answers_503_while_postgres_is_away_and_resumes_after(

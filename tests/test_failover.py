@@ -5,7 +5,6 @@ with SIGKILL while deliveries flow, and PostgreSQL stopped and started again und
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from instances import Deployment, Instance
-from pgserver import PostgresServer, find_bindir
+from pgserver import PostgresServer, running_server
 
 PUR = "post-user-registration"
 EVENT = {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}}
@@ -27,15 +26,8 @@ LEASE = "3s"  # a crashed instance's claims come due again after this
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("TEST_POSTGRES") == "required":
-            pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-        pytest.skip("PostgreSQL is not installed (set TEST_POSTGRES=required to fail instead)")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
+    with running_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from instances import Deployment
-from pgserver import PostgresServer, find_bindir
+from pgserver import PostgresServer, running_server
 
 PUR = "post-user-registration"
 CE = "credentials-exchange"
@@ -25,15 +24,8 @@ CE_EVENT = {"audience": "https://api.example.com", "client": {"id": "c1", "name"
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("TEST_POSTGRES") == "required":
-            pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-        pytest.skip("PostgreSQL is not installed (set TEST_POSTGRES=required to fail instead)")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
+    with running_server() as server:
+        yield server
 
 
 @pytest.fixture

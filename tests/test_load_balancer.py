@@ -22,7 +22,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from instances import Deployment, Instance, free_port
-from pgserver import PostgresServer, find_bindir
+from pgserver import PostgresServer, running_server
 
 CE = "credentials-exchange"
 CE_EVENT = {"audience": "https://api.example.com", "client": {"id": "c1", "name": "App"}, "scope": ["read"]}
@@ -77,15 +77,8 @@ def haproxy_bin() -> str:
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[PostgresServer]:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("TEST_POSTGRES") == "required":
-            pytest.fail("PostgreSQL's server programs (initdb, pg_ctl) are not installed")
-        pytest.skip("PostgreSQL is not installed (set TEST_POSTGRES=required to fail instead)")
-    server = PostgresServer(bindir)
-    server.start()
-    yield server
-    server.stop()
+    with running_server() as server:
+        yield server
 
 
 @pytest.fixture
