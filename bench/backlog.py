@@ -73,3 +73,46 @@ def count_kind(db_path: Path, kind: str) -> int:
         return int(conn.execute("SELECT COUNT(*) FROM deliveries WHERE kind = ?", (kind,)).fetchone()[0])
     finally:
         conn.close()
+
+
+def insert_finished(db_path: Path, *, tenant: str, hook_id: str, count: int, at: float) -> float:
+    """`count` succeeded deliveries created at `at`, each with its event and one attempt: what
+    the retention purge deletes. Returns the seconds it took."""
+    t0 = time.perf_counter()
+    start_ms = int(at * 1000)
+    body = encode(POST_USER_REGISTRATION)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=MEMORY")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO events (id, tenant_id, trigger_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
+            ((eid, tenant, TRIGGER, body, at) for eid in _ids("evo", start_ms, count)),
+        )
+        conn.executemany(
+            "INSERT INTO deliveries (id, tenant_id, event_id, hook_id, trigger_id, kind, status,"
+            " attempt_count, next_attempt_at, lease_owner, last_error, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, 'async', 'succeeded', 1, NULL, NULL, NULL, ?, ?)",
+            ((did, tenant, eid, hook_id, TRIGGER, at, at)
+             for did, eid in zip(_ids("dlo", start_ms, count), _ids("evo", start_ms, count), strict=True)),
+        )
+        conn.executemany(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, status_code, error,"
+            " response_body) VALUES (?, 1, ?, 3.0, 200, NULL, '{}')",
+            ((did, at) for did in _ids("dlo", start_ms, count)),
+        )
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
+    return time.perf_counter() - t0
+
+
+def count_older(db_path: Path, before: float) -> int:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM deliveries WHERE created_at < ?", (before,)).fetchone()
+        return int(row[0])
+    finally:
+        conn.close()

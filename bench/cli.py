@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import report, s1_blocking, s2_async, s3_backlog, s4_ratelimit, s5_noisy
+from . import report, s1_blocking, s2_async, s3_backlog, s4_ratelimit, s5_noisy, s6_postgres, s7_retention
 from .procs import Pinning
 from .profile import py_spy
 from .results import Context, Section, Target
@@ -32,6 +32,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], Section]]] = {
     "3": ("backlog drain", s3_backlog.run),
     "4": ("receiver rate limit", s4_ratelimit.run),
     "5": ("noisy neighbour", s5_noisy.run),
+    "6": ("PostgreSQL", s6_postgres.run),
+    "7": ("retention", s7_retention.run),
 }
 
 

@@ -1,5 +1,6 @@
 """The gateway under test, as a subprocess: a generated TOML on a free loopback port and a
-SQLite file in a temporary directory; tenants and hooks created through its own API."""
+SQLite file in a temporary directory (or a PostgreSQL database, shared by several instances);
+tenants and hooks created through its own API."""
 
 from __future__ import annotations
 
@@ -16,14 +17,30 @@ from typing import Any
 from gateway import settings as settings_mod
 from gateway.auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
 
+from . import backlog, pg
 from .procs import Proc, free_port, spawn
 
 TENANT = "bench"
 TOKEN_TTL_S = 3600.0
 
 
-def write_config(workdir: Path, port: int) -> Path:
-    key = base64.b64encode(os.urandom(32)).decode()
+@dataclass(frozen=True)
+class Keys:
+    """What instances of one deployment share: the token secret and the encryption key."""
+
+    hs256: str
+    encryption: str
+
+    @classmethod
+    def new(cls) -> Keys:
+        return cls(secrets.token_urlsafe(32), base64.b64encode(os.urandom(32)).decode())
+
+
+def write_config(workdir: Path, port: int, *, database_url: str | None = None,
+                 keys: Keys | None = None, extra: str = "") -> Path:
+    keys = keys or Keys.new()
+    url = database_url or f"sqlite:///{workdir / 'gateway.db'}"
+    migrate = '\nmigrate = "auto"' if url.startswith("postgresql") else ""
     text = f"""
 [server]
 host = "127.0.0.1"
@@ -32,13 +49,13 @@ shutdown_timeout = "3s"
 log_level = "warning"
 
 [database]
-url = "sqlite:///{workdir / 'gateway.db'}"
+url = "{url}"{migrate}
 
 [auth]
-hs256_secret = "{secrets.token_urlsafe(32)}"
+hs256_secret = "{keys.hs256}"
 
 [security]
-encryption_key = "{key}"
+encryption_key = "{keys.encryption}"
 
 [egress]
 allow_http = true
@@ -49,6 +66,7 @@ management_rate = 10000.0
 management_burst = 10000
 ingest_rate = 10000000.0
 ingest_burst = 10000000
+{extra}
 """
     path = workdir / "gateway.toml"
     path.write_text(text)
@@ -61,16 +79,34 @@ class Gateway:
     config: Path
     port: int
     proc: Proc | None = None
+    database_url: str | None = None  # None: the SQLite file `db_path`
+    keys: Keys | None = None
 
     @classmethod
-    def prepare(cls, workdir: Path) -> Gateway:
+    def prepare(cls, workdir: Path, *, database_url: str | None = None, keys: Keys | None = None,
+                extra: str = "") -> Gateway:
+        """`database_url`: a PostgreSQL database; instances given the same `keys` accept each
+        other's tokens and read each other's secrets; `extra`: more TOML tables."""
         workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
-        return cls(workdir, write_config(workdir, port), port)
+        keys = keys or Keys.new()
+        config = write_config(workdir, port, database_url=database_url, keys=keys, extra=extra)
+        return cls(workdir, config, port, database_url=database_url, keys=keys)
 
     @property
     def db_path(self) -> Path:
         return self.workdir / "gateway.db"
+
+    def count(self, status: str) -> int:
+        """Deliveries in `status`, read from whichever database the gateway uses."""
+        if self.database_url is None:
+            return backlog.count(self.db_path, status)
+        return pg.count(self.database_url, "SELECT COUNT(*) FROM deliveries WHERE status = $1", status)
+
+    def count_kind(self, kind: str) -> int:
+        if self.database_url is None:
+            return backlog.count_kind(self.db_path, kind)
+        return pg.count(self.database_url, "SELECT COUNT(*) FROM deliveries WHERE kind = $1", kind)
 
     @property
     def base(self) -> str:

@@ -20,12 +20,15 @@ from typing import Any
 
 import aiohttp
 
+from . import procs
+
 REQUEST_TIMEOUT_S = 30.0
 
 
 @dataclass
 class Phase:
     latencies: list[float]
+    starts: list[float]  # wall-clock start of each request in `latencies`, same order
     statuses: dict[int, int]
     errors: int
     elapsed: float
@@ -41,6 +44,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 async def _phase(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
                  concurrency: int, duration_s: float, max_requests: int) -> Phase:
     latencies: list[float] = []
+    starts: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
     issued = 0
@@ -62,10 +66,11 @@ async def _phase(session: aiohttp.ClientSession, url: str, body: bytes, headers:
                 continue
             t1 = time.perf_counter()
             latencies.append(t1 - t0)
+            starts.append(time.time() - (t1 - t0))
             last_done = t1
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Phase(latencies, statuses, errors, max(1e-9, last_done - start))
+    return Phase(latencies, starts, statuses, errors, max(1e-9, last_done - start))
 
 
 async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
@@ -87,6 +92,9 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         phase = await _phase(session, args.url, body, headers, args.concurrency, args.duration,
                              args.max_requests)
         total += len(phase.latencies)
+    if args.timeline:
+        pairs = list(zip(phase.starts, phase.latencies, strict=True))
+        Path(args.timeline).write_text(json.dumps(pairs))  # noqa: ASYNC240 - the load is over
     lat = sorted(phase.latencies)
     ok = sum(n for s, n in phase.statuses.items() if s == args.expect)
     return {
@@ -115,6 +123,7 @@ def main() -> None:
     p.add_argument("--max-requests", type=int, default=1_000_000)
     p.add_argument("--expect", type=int, default=200, help="the status that counts as success")
     p.add_argument("--ready-file", help="written when the measured phase starts")
+    p.add_argument("--timeline", help="write [start (unix s), latency (s)] of every measured request here")
     args = p.parse_args()
     try:
         import uvloop
@@ -138,6 +147,7 @@ class Load:
     warmup_s: float = 1.0
     max_requests: int = 1_000_000
     expect: int = 200
+    timeline: Path | None = None  # every measured request's start and latency, written here
 
     def argv(self, ready_file: Path | None = None) -> list[str]:
         out = [sys.executable, "-m", "bench.loadgen", "--url", self.url, "--body-file", str(self.body_file),
@@ -148,14 +158,19 @@ class Load:
             out += ["--header", h]
         if ready_file is not None:
             out += ["--ready-file", str(ready_file)]
+        if self.timeline is not None:
+            out += ["--timeline", str(self.timeline)]
         return out
 
     def bound_s(self) -> float:
         return self.warmup_s + self.duration_s + 2 * REQUEST_TIMEOUT_S + 15.0
 
 
-def prefix(core: int | None) -> list[str]:
-    return ["taskset", "-c", str(core)] if core is not None else []
+prefix = procs.prefix
+
+
+def timeline(path: Path) -> list[tuple[float, float]]:
+    return [(float(a), float(b)) for a, b in json.loads(path.read_text())]
 
 
 def run_load(load: Load, core: int | None) -> dict[str, Any]:

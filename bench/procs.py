@@ -60,8 +60,23 @@ class Pinning:
             os.sched_setaffinity(0, {self.peer_core})
 
 
-def _prefix(core: int | None) -> list[str]:
-    return ["taskset", "-c", str(core)] if core is not None else []
+ANY_CORE = -1  # a "core" that means all of them: the process floats (scenario 6's instances)
+
+
+def all_cores() -> str:
+    cores = sorted(os.sched_getaffinity(0) | {0}) if hasattr(os, "sched_getaffinity") else [0]
+    return ",".join(str(c) for c in range(max(os.cpu_count() or 1, len(cores))))
+
+
+def prefix(core: int | None) -> list[str]:
+    """`taskset` before a child's command: one core, every core (`ANY_CORE`, for a child of an
+    orchestrator pinned to one), or nothing."""
+    if core is None or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", all_cores() if core == ANY_CORE else str(core)]
+
+
+
 
 
 @dataclass
@@ -131,7 +146,7 @@ def spawn(name: str, args: list[str], *, core: int | None, log_dir: Path,
     log = log_path.open("ab")
     try:
         popen = subprocess.Popen(  # noqa: S603 - our own interpreter and modules
-            [*_prefix(core), *args],
+            [*prefix(core), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

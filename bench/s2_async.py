@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import backlog, bodies, peers
+from . import bodies, peers
 from .cpu import Meter
 from .gateway import TENANT, Gateway
 from .loadgen import Load, finish_load, run_load, start_load
@@ -155,39 +155,44 @@ def _wait_received(recv_base: str, n: int, bound_s: float) -> float:
     return time.time()
 
 
-def _measure_e2e(ctx: Context, gw: Gateway, load: Load, recv_base: str, drain_bound: float,
-                 wd: Path) -> dict[str, Any]:
+def _measure_e2e(ctx: Context, gw: Gateway | list[Gateway], load: Load | list[Load], recv_base: str,
+                 drain_bound: float, wd: Path) -> dict[str, Any]:
+    """Events posted by `load` (one load generator each, at once), delivered and recorded by the
+    gateway instances `gw` (several share one PostgreSQL database)."""
+    gws = gw if isinstance(gw, list) else [gw]
+    loads = load if isinstance(load, list) else [load]
     peers.reset(recv_base)
-    assert gw.proc is not None
-    meter = Meter([gw.proc.pid]).__enter__()
+    pids = [g.proc.pid for g in gws if g.proc is not None]
+    meter = Meter(pids).__enter__()
     t_start = time.time()
-    proc = start_load(load, ctx.pin.peer_core, wd / "e2e.ready")
-    result = finish_load(proc, load)
+    procs = [start_load(one, ctx.pin.peer_core, wd / f"e2e-{i}.ready") for i, one in enumerate(loads)]
+    results = [finish_load(proc, one) for proc, one in zip(procs, loads, strict=True)]
     t_ingested = time.time()
     during = int(peers.stats(recv_base)["requests"])
-    ingested = int(result["total"])
+    ingested = sum(int(r["total"]) for r in results)
     # Drained when every delivery is recorded as succeeded (the receiver's count comes first).
     _wait_received(recv_base, ingested, drain_bound)
     deadline = time.monotonic() + 10.0
-    succeeded = backlog.count(gw.db_path, "succeeded")
+    succeeded = gws[0].count("succeeded")
     while succeeded < ingested and time.monotonic() < deadline:
         time.sleep(POLL_S)
-        succeeded = backlog.count(gw.db_path, "succeeded")
+        succeeded = gws[0].count("succeeded")
     t_done = time.time()
     meter.__exit__()
     received = int(peers.stats(recv_base)["requests"])
     elapsed = t_done - t_start
     drain_s = max(1e-9, t_done - t_ingested)
+    ingest_s = t_ingested - t_start
     return {
         "rate": succeeded / elapsed,
         "elapsed": elapsed,
         "ingested": ingested,
         "succeeded": succeeded,
         "received": received,
-        "pending": backlog.count(gw.db_path, "pending"),
+        "pending": gws[0].count("pending"),
         "during": during,
-        "ingest_s": t_ingested - t_start,
-        "ingest_rate": float(result["rate"]),
+        "ingest_s": ingest_s,
+        "ingest_rate": sum(float(r["rate"]) for r in results),
         "drain_rate": (succeeded - during) / drain_s,
-        "cpu_us": meter.usage.process_s[gw.proc.pid] / max(1, succeeded) * 1e6,
+        "cpu_us": sum(meter.usage.process_s.get(pid, 0.0) for pid in pids) / max(1, succeeded) * 1e6,
     }

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import backlog, peers
+from . import backlog, peers, pg
 from .gateway import TENANT, Gateway
 from .results import Context, Section, Target
 
@@ -93,15 +93,21 @@ def run(ctx: Context) -> Section:
     return section
 
 
-def _drain(ctx: Context, wd: Path, recv_base: str, size: int, warm_s: float, window_s: float) -> Drain:
-    gw = Gateway.prepare(wd)
+def _drain(ctx: Context, wd: Path, recv_base: str, size: int, warm_s: float, window_s: float,
+           database_url: str | None = None) -> Drain:
+    """`database_url`: drain from this (empty) PostgreSQL database instead of a SQLite file."""
+    gw = Gateway.prepare(wd, database_url=database_url)
     try:
         gw.start(ctx.pin.server_core)
         gw.create_tenant()
         hook = gw.create_hook(TRIGGER, f"{recv_base}/backlog", maxConcurrency=MAX_CONCURRENCY)
         gw.stop()
-        insert_s = backlog.insert(gw.db_path, tenant=TENANT, hook_id=hook["id"], count=size)
-        db_mb = gw.db_path.stat().st_size / 1e6
+        if database_url is None:
+            insert_s = backlog.insert(gw.db_path, tenant=TENANT, hook_id=hook["id"], count=size)
+            db_mb = gw.db_path.stat().st_size / 1e6
+        else:
+            insert_s = pg.insert_backlog(database_url, tenant=TENANT, hook_id=hook["id"], count=size)
+            db_mb = pg.size_mb(database_url)
         peers.reset(recv_base)
         launched = time.time()
         gw.start(ctx.pin.server_core)

@@ -127,6 +127,7 @@ class PostgresBus(_Subscribers):
         self._presence_s = presence_s
         self._seen: dict[str, float] = {}
         self._outbox: asyncio.Queue[str] | None = None
+        self._waiting: set[str] = set()  # payload-less news in the outbox, not yet sent
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self.reconnects = 0
@@ -150,9 +151,16 @@ class PostgresBus(_Subscribers):
         if self._outbox is None:
             return
         message = f"{self.instance_id}|{topic}|{payload}"[:MAX_PAYLOAD_CHARS]
+        if not payload:
+            # "New work" comes once per accepted event; one waiting copy says it all, so a
+            # busy ingest sends a notification per round trip, not one per event.
+            if message in self._waiting:
+                return
+            self._waiting.add(message)
         try:
             self._outbox.put_nowait(message)
         except asyncio.QueueFull:  # the database is away: news is a hint, drop it
+            self._waiting.discard(message)
             log.warning("bus outbox full; a notification was dropped")
 
     def instances(self) -> int:
@@ -217,6 +225,7 @@ class PostgresBus(_Subscribers):
             batch = [first]
             while len(batch) < SEND_BATCH and not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
+            self._waiting.difference_update(batch)
             await conn.execute("SELECT pg_notify($1, m) FROM unnest($2::text[]) AS m", CHANNEL, batch)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, message: str) -> None:

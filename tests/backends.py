@@ -3,6 +3,9 @@ open one from a URL, and run a plain SQL statement on it (written to read the sa
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import sqlite3
 from typing import Any
 
 from gateway.store.base import Store
@@ -37,3 +40,29 @@ def batches(store: Store) -> int:
     """Transactions the store has committed so far."""
     assert isinstance(store, SqliteStore | PostgresStore)
     return store.db.batches
+
+
+def db_rows(url: str, statement: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Rows of one statement (`?` placeholders), read straight from a gateway's database of
+    either backend, outside the gateway (as an operator's SQL shell would)."""
+    if url.startswith("sqlite://"):
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            with conn:
+                return [tuple(r) for r in conn.execute(statement, args).fetchall()]
+        finally:
+            conn.close()
+    parts = statement.split("?")
+    numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], start=1))
+
+    async def query() -> list[tuple[Any, ...]]:
+        import asyncpg  # noqa: PLC0415
+
+        conn = await asyncpg.connect(url)
+        try:
+            return [tuple(r) for r in await conn.fetch(numbered, *args)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # callable from inside a running loop
+        return pool.submit(asyncio.run, query()).result()

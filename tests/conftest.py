@@ -46,21 +46,49 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+BACKENDS = ("sqlite", "postgres")
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
-        "--backend", choices=("sqlite", "postgres"), default="sqlite",
-        help="the database of the gateways the tests make (make_settings): a SQLite file (default),"
-             " or a new database of the test PostgreSQL server (tests/pgserver.py)",
+        "--backend", choices=(*BACKENDS, "both"), default="both",
+        help="the database of the gateways the tests make (make_settings): each test runs on a SQLite"
+             " file and on a new database of the test PostgreSQL server (tests/pgserver.py) by default;"
+             " `sqlite` or `postgres` runs only that one",
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only: the test reads the SQLite file itself (its PostgreSQL twin is elsewhere)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that makes a gateway (`make_settings`) runs once per backend."""
+    if "database_backend" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("backend")
+    backends = list(BACKENDS) if chosen == "both" else [chosen]
+    if metafunc.definition.get_closest_marker("sqlite_only") is not None:
+        backends = ["sqlite"]
+    if backends:
+        metafunc.parametrize("database_backend", backends, indirect=True)
+
+
 @pytest.fixture
-def make_settings(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Settings]:
-    """Settings for tests: a SQLite file under tmp_path (with `--backend=postgres`, a PostgreSQL
-    database of the test's own), loopback allowed, short schedules."""
+def database_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def make_settings(
+    tmp_path: Path, request: pytest.FixtureRequest, database_backend: str
+) -> Callable[..., Settings]:
+    """Settings for tests: a SQLite file under tmp_path, or a PostgreSQL database of the test's
+    own (the test runs once on each: `database_backend`), loopback allowed, short schedules."""
     key = new_key()
     database_url = f"sqlite:///{tmp_path / 'gateway.db'}"
-    if request.config.getoption("backend") == "postgres":
+    if database_backend == "postgres":
         database_url = str(request.getfixturevalue("pg_url"))
 
     def make(**sections: dict[str, Any]) -> Settings:

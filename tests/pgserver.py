@@ -3,8 +3,8 @@ start` listening only on a Unix socket in that directory (no TCP port to race fo
 database per test, `pg_ctl stop` at the end. No Docker, no service.
 
 PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user (Debian's
-package creates it), else as `nobody`. Durability is switched off (`fsync=off`): a test server
-loses nothing a test needs when the machine does not crash.
+package creates it), else as `nobody`. For the tests durability is switched off (`fsync=off`): a
+test server loses nothing a test needs when the machine does not crash.
 
 `TEST_PG_BINDIR` names the folder of `initdb` and `pg_ctl`; by default the newest
 `/usr/lib/postgresql/*/bin`, else the `PATH`.
@@ -50,8 +50,10 @@ def _version_key(path: str) -> tuple[int, ...]:
 class PostgresServer:
     """One server in a temporary directory; `start()`, `url(db)`, `stop()`."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable  # the benchmarks' server: fsync and synchronous commits on
+        self.launcher: list[str] = []  # put before `pg_ctl start` (the benchmarks: `taskset -c ...`)
         self.root = Path(tempfile.mkdtemp(prefix="gwpg-"))  # short: a socket path has ~100 bytes
         self.data = self.root / "data"
         self.sockets = self.root
@@ -79,15 +81,15 @@ class PostgresServer:
         except subprocess.CalledProcessError:
             shutil.rmtree(self.data, ignore_errors=True)
             self._run([*initdb, "--locale=C.UTF-8"])
+        durability = (["-c shared_buffers=256MB", "-c max_wal_size=2GB"] if self.durable else
+                      ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off",
+                       "-c shared_buffers=32MB"])
         options = " ".join([
             "-c listen_addresses=''",
             f"-c unix_socket_directories={self.sockets}",
             f"-c port={PORT}",
-            "-c fsync=off",
-            "-c synchronous_commit=off",
-            "-c full_page_writes=off",
             "-c max_connections=300",
-            "-c shared_buffers=32MB",
+            *durability,
         ])
         self._options = options
         self.resume()
@@ -98,8 +100,8 @@ class PostgresServer:
         self.started = False
 
     def resume(self) -> None:
-        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
-                   "-t", str(STARTUP_TIMEOUT_S), "-o", self._options, "start"])
+        self._run([*self.launcher, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                   "-w", "-t", str(STARTUP_TIMEOUT_S), "-o", self._options, "start"])
         self.started = True
 
     def stop(self) -> None:
@@ -112,7 +114,8 @@ class PostgresServer:
 
     def _run(self, argv: list[str]) -> None:
         if self._user is not None:
-            argv = ["runuser", "-u", self._user, "--", *argv]
+            n = len(self.launcher) if argv[:len(self.launcher)] == self.launcher else 0
+            argv = [*argv[:n], "runuser", "-u", self._user, "--", *argv[n:]]
         result = subprocess.run(argv, capture_output=True, text=True, timeout=STARTUP_TIMEOUT_S, check=False)  # noqa: S603
         if result.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import base64
 import logging
-import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import backends
 import pytest
 from conftest import Gateway, Receiver
 
@@ -238,14 +238,15 @@ async def test_secret_values_never_appear_in_answers_or_logs(
 async def test_secret_values_are_encrypted_at_rest(gateway: Gateway, hook: dict[str, Any]) -> None:
     await gateway.add_secrets(hook["id"], {"X-Api-Key": SECRET_VALUES[0]})
     signing = await gateway.signing_secret(hook["id"])
-    db = Path(gateway.settings.database.url.removeprefix("sqlite:///"))
-    raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))  # the file and its WAL
+    url = gateway.settings.database.url
     key_part = signing.removeprefix("whsec_")
-    for needle in (SECRET_VALUES[0], key_part, signing):
-        assert needle.encode() not in raw
-    with sqlite3.connect(db) as conn:
-        (stored,) = conn.execute("SELECT value FROM hook_secrets").fetchone()
-        signing_rows = [r[0] for r in conn.execute("SELECT value FROM signing_secrets")]
+    if url.startswith("sqlite://"):
+        db = Path(url.removeprefix("sqlite:///"))
+        raw = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))  # the file and its WAL
+        for needle in (SECRET_VALUES[0], key_part, signing):
+            assert needle.encode() not in raw
+    ((stored,),) = backends.db_rows(url, "SELECT value FROM hook_secrets")
+    signing_rows = [r[0] for r in backends.db_rows(url, "SELECT value FROM signing_secrets")]
     assert stored.startswith("v1:") and SECRET_VALUES[0] not in stored
     assert signing_rows and all(v.startswith("v1:") and key_part not in v for v in signing_rows)
 

@@ -4,10 +4,10 @@ filters, retry, replay, disabled and deleted hooks, and the retention purge."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from typing import Any
 
+import backends
 from aiohttp import web
 
 from gateway.auth import SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
@@ -314,12 +314,8 @@ async def test_finished_deliveries_and_their_events_are_purged_after_the_retenti
         await asyncio.sleep(0.02)
     assert await status_of(recent) == 200
     assert await status_of(old_parked) == 200  # pending deliveries are kept, however old
-    conn = sqlite3.connect(settings.database.url.removeprefix("sqlite:///"))
-    try:
-        attempts = {d for (d,) in conn.execute("SELECT delivery_id FROM attempts")}
-        events = [body for (body,) in conn.execute("SELECT body FROM events")]
-    finally:
-        conn.close()
+    attempts = {d for (d,) in backends.db_rows(settings.database.url, "SELECT delivery_id FROM attempts")}
+    events = [body for (body,) in backends.db_rows(settings.database.url, "SELECT body FROM events")]
     assert old_done not in attempts
     assert old_parked in attempts
     assert len(events) == 2  # the old event stays while a delivery of it is pending

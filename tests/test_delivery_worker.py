@@ -4,12 +4,12 @@ shutdown, and the shared throttles (per-hook limits, destination pauses)."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import backends
 import pytest
 from aiohttp import web
 
@@ -24,14 +24,12 @@ def event(user_id: str = "u1") -> dict[str, Any]:
 
 
 def row(settings: Any, delivery_id: str) -> tuple[Any, ...]:
-    conn = sqlite3.connect(settings.database.url.removeprefix("sqlite:///"))
-    try:
-        return conn.execute(
-            "SELECT status, lease_owner, next_attempt_at, attempt_count FROM deliveries WHERE id = ?",
-            (delivery_id,),
-        ).fetchone()
-    finally:
-        conn.close()
+    (found,) = backends.db_rows(
+        settings.database.url,
+        "SELECT status, lease_owner, next_attempt_at, attempt_count FROM deliveries WHERE id = ?",
+        delivery_id,
+    )
+    return found
 
 
 def delivery_tasks() -> list[asyncio.Task[Any]]:

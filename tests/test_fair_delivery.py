@@ -421,6 +421,7 @@ async def test_a_lane_left_without_a_due_time_is_repaired(store: Store) -> None:
     assert await store.repair_lanes() == 0
 
 
+@pytest.mark.sqlite_only  # 1e400 reads back as infinity only from SQLite; PostgreSQL refuses to store it
 async def test_rows_written_before_headers_were_bounded_still_read(
     make_gateway, make_settings, make_receiver
 ) -> None:

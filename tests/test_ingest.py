@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from typing import Any
 
+import backends
 import pytest
 
 from gateway.auth import SCOPE_FORWARD, SCOPE_READ, mint
@@ -36,12 +36,7 @@ class Clock:
 
 
 def db_rows(settings: Any, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-    path = settings.database.url.removeprefix("sqlite:///")
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql, args).fetchall()
-    finally:
-        conn.close()
+    return backends.db_rows(settings.database.url, sql, *args)
 
 
 async def test_202_names_the_event_and_one_delivery_per_enabled_hook(gateway, make_receiver) -> None:

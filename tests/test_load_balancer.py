@@ -1,9 +1,15 @@
 """High availability of the blocking path (issue 11): a real haproxy in front of two gateway
-instances on one PostgreSQL, a steady stream of `credentials-exchange` calls through it, one
-instance killed with SIGKILL. After the calls that were in flight on the killed instance, every
-call succeeds: haproxy's health checks on `/readyz` take the dead instance out, and a request
-it could not hand over (connection refused, or closed before any answer) is sent again to the
-survivor. docs/DEPLOYING.md gives the configuration and says which calls can fail and why."""
+instances on one PostgreSQL, configured as examples/haproxy.cfg (blocking points on a backend
+checked on `/healthz`, the rest on `/readyz`).
+
+- A steady stream of `credentials-exchange` calls, one instance killed with SIGKILL: after the
+  calls that were in flight on the killed instance, every call succeeds. The health checks take
+  the dead instance out, and a request haproxy could not hand over (connection refused, or
+  closed before any answer) is sent again to the survivor.
+- PostgreSQL stopped: logins keep going through haproxy (answered from the cached hook views),
+  ingest is refused with 503, and all resumes when the database is back.
+
+docs/DEPLOYING.md gives the configuration and says which calls can fail and why."""
 
 from __future__ import annotations
 
@@ -49,11 +55,20 @@ defaults
 
 frontend gateway
     bind 127.0.0.1:{port}
+    acl blocking path_reg ^/v1/tenants/[^/]+/triggers/(credentials-exchange|pre-user-registration)$
+    acl blocking path_reg ^/v1/tenants/[^/]+/triggers/send-phone-message$
+    use_backend blocking if blocking
     default_backend gateways
 
 backend gateways
     balance roundrobin
     option httpchk GET /readyz
+    http-check expect status 200
+{servers}
+
+backend blocking
+    balance roundrobin
+    option httpchk GET /healthz
     http-check expect status 200
 {servers}
 """
@@ -221,3 +236,61 @@ async def test_killing_one_instance_behind_haproxy_fails_only_its_calls_in_fligh
     assert len(failed) <= WORKERS
     assert a.proc.poll() is None  # the survivor is still serving
     assert len(rx.requests) >= sum(c.ok for c in calls)  # each success went through the hook
+
+
+async def test_logins_go_on_through_haproxy_while_postgresql_is_away(
+    deployment: Deployment, postgres: PostgresServer, make_receiver: Any, haproxy_bin: str
+) -> None:
+    a = await deployment.start()
+    b = await deployment.start()
+    rx = await make_receiver(success)
+    headers = deployment.auth()
+    async with aiohttp.ClientSession() as http:
+        tenants = f"{a.base}/api/v2/tenants"
+        async with http.post(tenants, json={"id": "acme"}, headers=deployment.operator()) as r:
+            assert r.status == 201, await r.text()
+        hook = {"name": "login", "triggerId": CE, "enabled": True, "url": rx.url()}
+        async with http.post(f"{a.base}/api/v2/hooks", json=hook, headers=headers) as r:
+            assert r.status == 201, await r.text()
+
+    balancer = start_haproxy(haproxy_bin, deployment.workdir, [a, b])
+    login = f"{balancer.base}/v1/tenants/acme/triggers/{CE}"
+    signup = f"{balancer.base}/v1/tenants/acme/triggers/post-user-registration"
+    event = {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
+            # Both instances have answered a login (each has the tenant's hooks in memory).
+            end = time.monotonic() + HAPROXY_READY_S
+            seen = 0
+            while seen < 4:
+                assert time.monotonic() < end, balancer.log.read_text(errors="replace")[-2000:]
+                seen = seen + 1 if (await one_call(http, login, headers)).ok else 0
+            postgres.halt()
+            try:
+                # Both instances say not ready: haproxy's checks on /readyz see it within 200 ms.
+                for inst in (a, b):
+                    end = time.monotonic() + HAPROXY_READY_S
+                    while True:
+                        async with http.get(f"{inst.base}/readyz") as r:
+                            if r.status == 503:
+                                break
+                        assert time.monotonic() < end, "an instance said ready without its database"
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(1.0)
+                logins = [await one_call(http, login, headers) for _ in range(20)]
+                async with http.post(signup, json=event, headers=headers) as r:
+                    ingest_status = r.status
+            finally:
+                postgres.resume()
+            # Once the database is back, ingest accepts again through haproxy, with no manual step.
+            end = time.monotonic() + 30.0
+            while True:
+                async with http.post(signup, json=event, headers=headers) as r:
+                    if r.status == 202:
+                        break
+                assert time.monotonic() < end, f"ingest did not resume: {r.status}"
+                await asyncio.sleep(0.2)
+    finally:
+        stop_haproxy(balancer)
+    assert [c.status for c in logins] == [200] * 20 and all(c.ok for c in logins)
+    assert ingest_status == 503  # never a 202 the gateway could not keep

@@ -113,6 +113,7 @@ class Database:
             max_size=self.pool_max,
             timeout=self.connect_timeout_s,
             server_settings=self._server_settings(),
+            reset=_keep_session,
         )
 
     async def close(self) -> None:
@@ -277,3 +278,11 @@ def _settle(future: asyncio.Future[Any], *, result: Any = None, exc: BaseExcepti
         future.set_exception(exc)
     else:
         future.set_result(result)
+
+
+async def _keep_session(conn: Any) -> None:
+    """What the pool runs when a connection comes back: nothing. asyncpg's default (RESET ALL,
+    unlock advisory locks, UNLISTEN, CLOSE ALL) is a round trip per use, for session state the
+    store never sets: its settings come with the connection, and what locks or listens uses a
+    connection of its own (`connect()`). Measured: 4 statements per delivery and event fewer."""
+    return None

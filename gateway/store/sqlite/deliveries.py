@@ -472,7 +472,8 @@ class DeliveryQueries:
     async def purge(self, *, before: float, now: float, batch: int = PURGE_BATCH) -> int:
         """Delete finished deliveries, their attempts and events older than `before`, and expired
         idempotency keys and pauses. Pending deliveries and their events are kept. Works in
-        transactions of at most `batch` deliveries, so concurrent ingests keep committing."""
+        transactions of at most `batch` deliveries (and `batch` events): SQLite has one writer,
+        so each is short and the ingests waiting behind it keep committing (scenario 7)."""
 
         def deliveries(c: sqlite3.Connection) -> int:
             done = c.execute(
@@ -483,12 +484,14 @@ class DeliveryQueries:
             c.executemany("DELETE FROM attempts WHERE delivery_id = ?", done)
             return len(done)
 
+        def events(c: sqlite3.Connection) -> int:
+            return c.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries d WHERE d.event_id = events.id) LIMIT ?)",
+                (before, batch),
+            ).rowcount
+
         def rest(c: sqlite3.Connection) -> None:
-            c.execute(
-                "DELETE FROM events WHERE created_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)",
-                (before,),
-            )
             c.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
             c.execute("DELETE FROM destination_pauses WHERE until <= ?", (now,))
             c.execute("DELETE FROM signing_secrets WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
@@ -499,6 +502,8 @@ class DeliveryQueries:
             removed += count
             if count < batch:
                 break
+        while await self.db.write(events) >= batch:
+            pass
         await self.db.write(rest)
         return removed
 
