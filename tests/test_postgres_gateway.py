@@ -108,9 +108,10 @@ def test_migrate_applies_the_schema_once(
     again = cli("migrate", "--config", config)
 
     assert first.returncode == 0, first.stderr
-    assert "migrated from version 0 to 1" in first.stdout
+    latest = len(list((Path(__file__).parent.parent / "gateway/store/postgres/migrations").glob("*.sql")))
+    assert f"migrated from version 0 to {latest}" in first.stdout
     assert again.returncode == 0, again.stderr
-    assert "already at version 1" in again.stdout
+    assert f"already at version {latest}" in again.stdout
 
 
 async def test_migrate_auto_lets_the_gateway_start_on_an_empty_database(

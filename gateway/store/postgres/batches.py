@@ -53,6 +53,28 @@ _ATTEMPT = (
     " $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)"
 )
 _LOCK_DELIVERIES = "SELECT 1 FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
+# The same two, for a whole batch in one statement each (each delivery at most once in it):
+# per-row statements cost the gateway and the server a round of bind/execute each.
+_OUTCOMES = (
+    "UPDATE deliveries SET status = u.status, next_attempt_at = CASE WHEN u.due >= $8::float8 AND EXISTS"
+    " (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.enabled) THEN u.now ELSE u.due END,"
+    " attempt_count = attempt_count + u.used,"
+    " last_error = COALESCE(u.err, last_error), lease_owner = NULL, updated_at = u.now"
+    " FROM unnest($1::text[], $2::float8[], $3::bigint[], $4::text[], $5::float8[], $6::text[], $7::text[])"
+    "  AS u(status, due, used, err, now, id, owner)"
+    # `= ANY`: the rows are found by their key, whatever the planner thinks of the join.
+    " WHERE deliveries.id = ANY($6::text[]) AND deliveries.id = u.id AND deliveries.status = 'pending'"
+    " AND (u.owner IS NULL OR deliveries.lease_owner = u.owner OR deliveries.lease_owner IS NULL)"
+)
+_ATTEMPTS = (
+    f"INSERT INTO attempts ({ATTEMPT_COLUMNS})"  # noqa: S608
+    " SELECT u.id, COALESCE((SELECT MAX(a.number) FROM attempts a WHERE a.delivery_id = u.id), 0) + 1,"
+    " u.st, u.ms, u.code, u.err, u.body, u.lim, u.rem, u.reset, u.ra"
+    " FROM unnest($1::text[], $2::float8[], $3::float8[], $4::bigint[], $5::text[], $6::text[], $7::bigint[],"
+    "  $8::bigint[], $9::float8[], $10::float8[]) WITH ORDINALITY"
+    "  AS u(id, st, ms, code, err, body, lim, rem, reset, ra, ord)"
+    " WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = u.id) ORDER BY u.ord"
+)
 
 
 @dataclass(slots=True)
@@ -152,23 +174,25 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
     first (sorted: concurrent batches do not deadlock), then moved on, their lanes told, and
     the attempts recorded."""
     flat = [(o, now, owner) for outcomes, now, owner in items for o in outcomes]
-    await c.execute(_LOCK_DELIVERIES, sorted({o.delivery_id for o, _, _ in flat}))
-    await c.executemany(
-        _OUTCOME,
-        [
-            (
-                o.status,
-                None if o.next_attempt_at is None else float(o.next_attempt_at),
-                1 if o.uses_attempt else 0,
-                clean(o.last_error),
-                now,
-                o.delivery_id,
-                owner,
-                PARKED_AT,
-            )
-            for o, now, owner in flat
-        ],
-    )
+    ids = {o.delivery_id for o, _, _ in flat}
+    once = len(ids) == len(flat)  # else one row per statement, in order
+    await c.execute(_LOCK_DELIVERIES, sorted(ids))
+    moves = [
+        (
+            o.status,
+            None if o.next_attempt_at is None else float(o.next_attempt_at),
+            1 if o.uses_attempt else 0,
+            clean(o.last_error),
+            now,
+            o.delivery_id,
+            owner,
+        )
+        for o, now, owner in flat
+    ]
+    if once:
+        await c.execute(_OUTCOMES, *(list(column) for column in zip(*moves, strict=True)), PARKED_AT)
+    else:
+        await c.executemany(_OUTCOME, [(*m, PARKED_AT) for m in moves])
     # The lanes, in the order of the outcomes; a delivery its worker parked (it saw the hook
     # disabled) wakes its lane at once, in case the hook was enabled meanwhile.
     run: list[tuple[Outcome, float]] = []
@@ -180,6 +204,8 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
             await lanes.wake_deliveries(c, [o.delivery_id], now)
     await lanes.after_outcomes(c, run)
     attempts = [(o.delivery_id, *attempt_values(o.attempt)) for o, _, _ in flat if o.attempt is not None]
-    if attempts:
+    if attempts and once:
+        await c.execute(_ATTEMPTS, *(list(column) for column in zip(*attempts, strict=True)))
+    elif attempts:
         await c.executemany(_ATTEMPT, attempts)
     return [None] * len(items)

@@ -13,6 +13,7 @@ from typing import Any
 
 from ...errors import BadRequest, Conflict, NotFound, TooManyRequests, shown
 from ..models import PARKED_AT, Attempt, Claimed, Delivery, Outcome, Page, SyncRecord
+from ..purging import paced
 from . import lanes
 from .batches import INSERT_DELIVERIES, INSERT_EVENTS, Ingest, Outcomes, run_ingests, run_outcomes
 from .database import Database, GroupCommit, clean
@@ -465,11 +466,11 @@ class DeliveryQueries:
 
         removed = 0
         while True:
-            count = await self.db.write(deliveries)
+            count = await paced(self.db.write(deliveries))
             removed += count
             if count < batch:
                 break
-        while await self.db.write(events) >= batch:
+        while await paced(self.db.write(events)) >= batch:
             pass
         await self.db.write(rest)
         return removed

@@ -19,6 +19,7 @@ from ..models import (
     Page,
     SyncRecord,
 )
+from ..purging import paced
 from . import lanes
 from .rows import (
     DELIVERY_COLUMNS,
@@ -498,11 +499,11 @@ class DeliveryQueries:
 
         removed = 0
         while True:
-            count = await self.db.write(deliveries)
+            count = await paced(self.db.write(deliveries))
             removed += count
             if count < batch:
                 break
-        while await self.db.write(events) >= batch:
+        while await paced(self.db.write(events)) >= batch:
             pass
         await self.db.write(rest)
         return removed
