@@ -60,7 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "sqlite_only: the test reads the SQLite file itself (its PostgreSQL twin is elsewhere)")
+        "markers", "sqlite_only: on SQLite only: the test reads the SQLite file itself, or what it tests"
+        " never reaches the store (its PostgreSQL twin, if any, is elsewhere)")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
