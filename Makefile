@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= config.example.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench node clean
+.PHONY: run test check lint typecheck bench node screenshots clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=python3 if that is 3.11+)"; exit 1; }
@@ -18,15 +18,23 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway serve --config $(CONFIG) --demo
 
-## node: Auth0's hook compilers for the compatibility tests (needs node and npm)
-node: tests/node/node_modules/.installed
-tests/node/node_modules/.installed: tests/node/package-lock.json
-	cd tests/node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+## node: Auth0's hook compilers for the compatibility tests, the browser tests' OpenID
+## Connect provider and axe-core, and the integrations' auth servers (needs node and npm)
+node: tests/node/node_modules/.installed tests/oidc/node_modules/.installed integrations/node_modules/.installed
+tests/%/node_modules/.installed: tests/%/package-lock.json
+	cd tests/$* && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
+integrations/node_modules/.installed: integrations/package-lock.json
+	cd integrations && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 ## test: set up and run the whole test suite
 test: $(STAMP) node
 	$(BIN)/pytest -q
+
+## screenshots: rewrite docs/screenshots/ from the browser tests (needs chromium)
+screenshots: $(STAMP) node
+	TEST_SCREENSHOTS=1 TEST_BROWSER=required $(BIN)/pytest -q tests/browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway tests bench examples
@@ -42,4 +50,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tests/node/node_modules tests/oidc/node_modules integrations/node_modules data .pytest_cache .mypy_cache .ruff_cache

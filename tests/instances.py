@@ -104,8 +104,10 @@ class Deployment:
     def operator(self) -> dict[str, str]:
         return self.auth(None, (SCOPE_ADMIN,))
 
-    async def start(self, extra: dict[str, dict[str, Any]] | None = None) -> Instance:
-        port = free_port()
+    async def start(
+        self, extra: dict[str, dict[str, Any]] | None = None, *, port: int | None = None
+    ) -> Instance:
+        port = port or free_port()
         config = self.workdir / f"gateway-{port}.toml"
         config.write_text(config_text(self.sections(port, extra)))
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
