@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,sdk]'
 	@touch $(STAMP)
 
-## run: set up and start the gateway on SQLite with a demo tenant (prints tokens to try)
+## run: set up and start the gateway on SQLite with a demo tenant and example receivers, show
+## it at work (a claim added, a signup denied, a delivery retried after a 429), then serve
 run: $(STAMP)
-	$(BIN)/gateway serve --config $(CONFIG) --demo
+	$(BIN)/gateway demo --config $(CONFIG)
 
 ## node: Auth0's hook compilers for the compatibility tests, the browser tests' OpenID
 ## Connect provider and axe-core, and the integrations' auth servers (needs node and npm)

@@ -17,7 +17,17 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from . import report, s1_blocking, s2_async, s3_backlog, s4_ratelimit, s5_noisy, s6_postgres, s7_retention
+from . import (
+    report,
+    s1_blocking,
+    s2_async,
+    s3_backlog,
+    s4_ratelimit,
+    s5_noisy,
+    s6_postgres,
+    s7_retention,
+    s8_tracing,
+)
 from .procs import Pinning
 from .profile import py_spy
 from .results import Context, Section, Target
@@ -34,6 +44,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], Section]]] = {
     "5": ("noisy neighbour", s5_noisy.run),
     "6": ("PostgreSQL", s6_postgres.run),
     "7": ("retention", s7_retention.run),
+    "8": ("tracing off and on", s8_tracing.run),
 }
 
 

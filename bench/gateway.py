@@ -115,10 +115,11 @@ class Gateway:
     def settings(self) -> settings_mod.Settings:
         return settings_mod.load(self.config, environ={})
 
-    def start(self, core: int | None) -> Proc:
+    def start(self, core: int | None, *, env: dict[str, str] | None = None) -> Proc:
+        """`env`: more environment variables for the gateway (the `OTEL_*` of tracing)."""
         self.proc = spawn(
             "gateway", [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config)],
-            core=core, log_dir=self.workdir, drop_env_prefix=settings_mod.ENV_PREFIX,
+            core=core, log_dir=self.workdir, drop_env_prefix=settings_mod.ENV_PREFIX, env_extra=env,
         )
         self.proc.wait_http(f"{self.base}/readyz", timeout_s=120.0)
         return self.proc

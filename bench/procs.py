@@ -139,9 +139,10 @@ class Proc:
 
 
 def spawn(name: str, args: list[str], *, core: int | None, log_dir: Path,
-          drop_env_prefix: str | None = None) -> Proc:
+          drop_env_prefix: str | None = None, env_extra: dict[str, str] | None = None) -> Proc:
     env = {k: v for k, v in os.environ.items()
            if drop_env_prefix is None or not k.startswith(drop_env_prefix)}
+    env.update(env_extra or {})
     log_path = log_dir / f"{name}.log"
     log = log_path.open("ab")
     try:

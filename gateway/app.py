@@ -10,8 +10,17 @@ from typing import Any
 
 from aiohttp import web
 
-from . import delivery, ingest, ipranges
-from .api import deliveries, hook_test, hooks, openapi, secrets, signing_secrets, tenants
+from . import dashboard, delivery, ingest, ipranges
+from .api import (
+    deliveries,
+    hook_test,
+    hooks,
+    openapi,
+    operational_events,
+    secrets,
+    signing_secrets,
+    tenants,
+)
 from .context import SERVICES, Services, services
 from .coordination import RESET, TENANT
 from .crypto import cipher_from_settings
@@ -42,7 +51,7 @@ async def metrics(request: web.Request) -> web.Response:
     svc = services(request)
     if not contains(svc.metrics_cidrs, peer_address(request, svc.trusted_proxies)):
         raise Forbidden("metrics are not served to this address")
-    svc.metrics.backlog.set(await svc.store.backlog())
+    await svc.metrics.refresh(svc.store, svc.clock())  # the gauges read from the database
     return web.Response(body=svc.metrics.render(), headers={"Content-Type": svc.metrics.content_type})
 
 
@@ -116,7 +125,9 @@ def create_app(
     app.add_routes(signing_secrets.routes())
     app.add_routes(hook_test.routes())
     app.add_routes(deliveries.routes())
+    app.add_routes(operational_events.routes())
     app.add_routes(ingest.routes())
     app.add_routes(ipranges.routes())
     app.add_routes(openapi.routes())
+    dashboard.mount(app)  # /dashboard, unless [dashboard] enabled = false
     return app

@@ -1,4 +1,4 @@
-"""The `gateway` command: serve, migrate, tenant create, token."""
+"""The `gateway` command: serve, demo, migrate, tenant create, token."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import __version__, logs
+from . import __version__, logs, tracing
 from . import settings as settings_mod
 from .auth import SCOPE_ADMIN, SCOPE_CREATE, SCOPE_DELETE, SCOPE_FORWARD, SCOPE_READ, SCOPE_UPDATE, mint
 from .errors import ApiError, ConfigError
@@ -50,6 +50,18 @@ async def _create_tenant(settings: Settings, tenant_id: str, name: str | None, *
         await store.close()
 
 
+def _dashboard_line(settings: Settings, base: str) -> str:
+    """How to open the dashboard, for the demo banner."""
+    if not settings.dashboard.enabled or settings.server.role == "worker":
+        return ""
+    if settings.server.mode == "development":
+        how = ("sign in by pasting the tenant token above ($TOKEN), or the operator token\n"
+               "    ($OPERATOR_TOKEN) for the operator view (token sign-in: development mode only)")
+    else:
+        how = "sign in with your identity provider ([dashboard] issuer)"
+    return f"\n  dashboard: {base}/dashboard\n    {how}\n"
+
+
 def _demo_banner(settings: Settings) -> str:
     base = f"http://{settings.server.host}:{settings.server.port}"
     hooks_token = mint(settings, tenant=DEMO_TENANT, scopes=HOOK_SCOPES, ttl_s=86400)
@@ -66,6 +78,7 @@ def _demo_banner(settings: Settings) -> str:
   operator token (admin:tenants):
     export OPERATOR_TOKEN={operator_token}
 
+{_dashboard_line(settings, base)}
   try:
     curl -s {base}/api/v2/hooks -H "Authorization: Bearer $TOKEN"
     curl -s -X POST {base}/v1/tenants/{DEMO_TENANT}/triggers/credentials-exchange \\
@@ -136,6 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"{settings.source}: [auth] hs256_secret must be changed, and at least "
             f"{MIN_HS256_SECRET_BYTES} bytes, in production mode"
         )
+    tracing.configure(os.environ)  # OTEL_* variables; off unless they name an exporter (gateway/tracing.py)
     try:
         import uvloop  # noqa: PLC0415
 
@@ -151,14 +165,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings)
     tune_gc()
     raise_open_files_limit()
-    run(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        access_log=logging.getLogger("gateway.access") if settings.server.access_log else None,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        on_ready=lambda url: log.info("serving on %s", url),
-    )
+    try:
+        run(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            access_log=logging.getLogger("gateway.access") if settings.server.access_log else None,
+            shutdown_timeout=settings.server.shutdown_timeout,
+            on_ready=lambda url: log.info("serving on %s", url),
+        )
+    finally:
+        tracing.shutdown()  # export the spans still queued
     return 0
 
 
@@ -196,6 +213,19 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The gateway at work on SQLite with example receivers (gateway/demo.py): `make run`."""
+    from . import demo  # noqa: PLC0415
+
+    settings = _load(args.config)
+    logs.configure("warning")  # the tour's own lines on stdout; the configured level once it serves
+    port = settings.server.port if args.port is None else args.port
+    try:
+        return asyncio.run(demo.run(settings, port=port, once=args.once))
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        return 130
+
+
 def cmd_tenant_create(args: argparse.Namespace) -> int:
     settings = _load(args.config)
     created = asyncio.run(_create_tenant(settings, args.id, args.name, exist_ok=False))
@@ -223,6 +253,17 @@ def parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--demo", action="store_true", help="create the demo tenant and print tokens to try")
     serve.set_defaults(func=cmd_serve)
+
+    demo = sub.add_parser(
+        "demo", help="start the gateway on SQLite with a demo tenant and example receivers, fire sample "
+                     "events and show what each receiver got; then serve until Ctrl-C")
+    demo.add_argument(
+        "--config", help="TOML settings file (default: $GATEWAY_CONFIG, else built-in defaults)"
+    )
+    demo.add_argument("--port", type=int,
+                      help="listen on this port (default: [server] port; 0: any free port)")
+    demo.add_argument("--once", action="store_true", help="exit after the tour instead of serving")
+    demo.set_defaults(func=cmd_demo)
 
     migrate = sub.add_parser(
         "migrate", help="apply the database's missing migrations (PostgreSQL; SQLite migrates itself)"

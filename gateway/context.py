@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from . import tracing
 from .auth import TokenVerifier
 from .coordination import TENANT, Bus, open_bus
 from .crypto import Cipher
@@ -49,6 +50,7 @@ class Services:
     def build(cls, settings: Settings, store: Store, cipher: Cipher, *, clock: Clock = time.time) -> Services:
         rl = settings.ratelimit
         bus = open_bus(settings.database.url)
+        store = tracing.traced_store(store)  # itself, unless tracing is on: then store calls are spans
         return cls(
             settings=settings,
             store=store,

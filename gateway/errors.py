@@ -54,12 +54,17 @@ class ApiError(GatewayError):
     status: int = 500
     error: str = "Internal Server Error"
 
-    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, field: str | None = None
+    ) -> None:
         if len(message) > MESSAGE_MAX_CHARS:
             message = message[: MESSAGE_MAX_CHARS - 1] + "…"
         super().__init__(message)
         self.message = message
         self.headers = dict(headers or {})
+        # The request field at fault, when there is one: the dashboard shows the message beside
+        # it. Not part of the JSON answer.
+        self.field = field
 
     def body(self) -> dict[str, Any]:
         return {"statusCode": self.status, "error": self.error, "message": self.message}

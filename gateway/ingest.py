@@ -11,7 +11,7 @@ import re
 
 from aiohttp import web
 
-from . import ids, points
+from . import ids, logs, points, tracing
 from .auth import SCOPE_FORWARD
 from .context import services
 from .delivery import ENGINE
@@ -25,6 +25,14 @@ IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 
 
 async def forward(request: web.Request) -> web.Response:
+    """In a span that continues the caller's `traceparent` when tracing is on (gateway/tracing.py)."""
+    with tracing.ingest(request.headers):
+        response = await _forward(request)
+        tracing.answered(response.status)
+        return response
+
+
+async def _forward(request: web.Request) -> web.Response:
     svc = services(request)
     caller = principal(request, SCOPE_FORWARD)
     tenant_id = request.match_info["tenant"]
@@ -38,6 +46,8 @@ async def forward(request: web.Request) -> web.Response:
     view = await svc.registry.view(tenant_id)
     if view is None:
         raise NotFound(f"tenant {shown(tenant_id)} not found")
+    tracing.annotate(tenant_id=tenant_id, trigger_id=trigger_id)
+    logs.bind(tenant_id=tenant_id)
     if points.is_blocking(trigger_id):
         answer = await request.app[INVOKER].invoke(view, trigger_id, event, raw)
         return envelope_response(answer)
@@ -47,6 +57,7 @@ async def forward(request: web.Request) -> web.Response:
         raise BadRequest(f"{IDEMPOTENCY_HEADER} must be 1 to 255 visible ASCII characters")
     now = svc.clock()
     event_id = ids.new_id(ids.EVENT, now=now)
+    logs.bind(event_id=event_id)
     hooks = view.enabled.get(trigger_id, [])
     deliveries = [(ids.new_id(ids.DELIVERY, now=now), live.hook.id) for live in hooks]
     answer = {"eventId": event_id, "deliveries": [{"hookId": h, "deliveryId": d} for d, h in deliveries]}
@@ -62,9 +73,11 @@ async def forward(request: web.Request) -> web.Response:
         idempotency_key=key,
         idempotency_ttl_s=svc.settings.delivery.idempotency_ttl,
         response=text,
+        traceparent=tracing.traceparent(),  # the deliveries' attempts continue this trace
     )
     if stored is not None:
         return json_response(json.loads(stored), status=202, headers={"Idempotent-Replayed": "true"})
+    tracing.ingested(event_id, deliveries)
     svc.metrics.ingested(trigger_id)
     if deliveries:
         request.app[ENGINE].notify()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
-from . import ids, points, strictjson
+from . import ids, logs, points, strictjson, tracing
 from .coordination import share_count
 from .delivery.attempt import AttemptResult, error_note, render_body, request_headers, send
 from .delivery.schedule import RateLimitInfo
@@ -67,6 +68,7 @@ class Invoker:
         self.clock = clock
         self.sleep = sleep
         self._in_flight: dict[str, int] = {}
+        self.metrics.track_in_flight(self._in_flight)  # read when /metrics is scraped
         self._records: list[SyncRecord] = []
         self._flusher: asyncio.Task[None] | None = None
         self._flush_now = asyncio.Event()
@@ -92,14 +94,16 @@ class Invoker:
             )
         self._in_flight[tenant.id] = running + 1
         started = time.perf_counter()
-        try:
-            answer = await self._run(view, trigger_id, event, hooks, raw)
-        except Exception as exc:  # the auth server always gets an Auth0 envelope, never a 500
-            log.exception("blocking invocation of %s for tenant %s failed", trigger_id, tenant.id)
-            answer = points.error_envelope("ServerError", f"internal error: {type(exc).__name__}")
-        finally:
-            self._in_flight[tenant.id] -= 1
-        self.metrics.invoked(trigger_id, str(answer.get("status", "error")), time.perf_counter() - started)
+        with tracing.invocation(tenant.id, trigger_id):
+            try:
+                answer = await self._run(view, trigger_id, event, hooks, raw)
+            except Exception as exc:  # the auth server always gets an Auth0 envelope, never a 500
+                log.exception("blocking invocation of %s for tenant %s failed", trigger_id, tenant.id)
+                answer = points.error_envelope("ServerError", f"internal error: {type(exc).__name__}")
+            finally:
+                self._in_flight[tenant.id] -= 1
+            tracing.envelope(answer)
+        self.metrics.invoked(trigger_id, answer, time.perf_counter() - started)
         return answer
 
     async def _run(
@@ -116,11 +120,14 @@ class Invoker:
         chain = points.Chain(trigger_id, event)
         now = self.clock()
         event_id = ids.new_id(ids.EVENT, now=now)
+        tracing.annotate(event_id=event_id)
+        logs.bind(event_id=event_id)
         rows: list[SyncRow] = []
         for position, live in enumerate(hooks):
             if chain.done:
                 break
             delivery_id = ids.new_id(ids.DELIVERY, now=now)
+            logs.bind(hook_id=live.hook.id, delivery_id=delivery_id)
             attempts: list[AttemptResult] = []
             note: str | None = None  # for the last attempt, when it was answered 2xx
             try:
@@ -128,7 +135,9 @@ class Invoker:
                     body = raw  # the first hook sees the event exactly as the auth server sent it
                 else:
                     body = render_body(live.hook.format, trigger_id, chain.next_request(), self.clock())
-                reason = await self._call(live, delivery_id, body, deadline, attempts)
+                with tracing.hook_call(view.tenant.id, live.hook.id, event_id, delivery_id):
+                    reason = await self._call(live, delivery_id, body, deadline, attempts)
+                    tracing.failed(reason)
                 if reason is None:
                     last = attempts[-1]
                     try:
@@ -211,6 +220,8 @@ class Invoker:
             clock=self.clock,
         )
         attempts.append(result)
+        self.metrics.sync_attempt(result.status_code, result.error, result.duration_ms / 1000.0)
+        logs.sync_attempt(result.status_code, result.error, result.duration_ms)
         if result.ok:
             return
         reason = result.error or "failed"
@@ -224,7 +235,10 @@ class Invoker:
         if len(self._records) >= RECORD_BATCH_MAX:
             self._flush_now.set()
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            # In a context of its own: the writer outlives the invocation that started it, and
+            # its store calls belong to no one invocation's trace.
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.create_task(self._flush(), context=contextvars.Context())
 
     async def _flush(self) -> None:
         while self._records:

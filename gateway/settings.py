@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -161,6 +162,9 @@ class DeliverySettings:
     throttle_floor: Duration = Duration(1.0)
     throttle_max: Duration = Duration(600.0)
     max_pause: Duration = Duration(3600.0)
+    # Auto-disable (gateway/delivery/control.py): a hook whose attempts have all failed for this
+    # long (no success, no edit of the hook) is disabled by its next failed attempt.
+    disable_after: Duration = Duration(5 * 86400.0)
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,39 @@ class QuotaSettings:
 
 
 @dataclass(frozen=True)
+class DashboardSettings:
+    """The web dashboard at /dashboard (gateway/dashboard/)."""
+
+    enabled: bool = True  # served by every instance whose role is not "worker"
+    # OpenID Connect sign-in against the operator's identity provider (none: OIDC sign-in off).
+    issuer: str | None = None  # discovery at {issuer}/.well-known/openid-configuration
+    client_id: str | None = None
+    client_secret: Secret | None = None  # none: a public client (PKCE only)
+    redirect_url: str | None = None  # default: {scheme}://{host}/dashboard/auth/callback of the request
+    scopes: tuple[str, ...] = ("openid", "profile", "email")  # asked of the identity provider
+    tenant_claim: str = "tenant"  # the ID token's claim naming the user's tenant
+    scope_claim: str = "scope"  # the ID token's claim listing permissions (space-separated or a list)
+    read_scope: str = "read:hooks"  # a value of scope_claim: may look at hooks and deliveries
+    write_scope: str = "write:hooks"  # ...: may also create, change, delete, test and replay
+    admin_scope: str = "admin:tenants"  # ...: may use the operator view (every tenant)
+    # Sessions (stored in the database: every instance knows them).
+    session_lifetime: Duration = Duration(8 * 3600.0)  # however active, signed out after this
+    session_idle_timeout: Duration = Duration(1800.0)  # signed out after this long without a request
+    secure_cookies: bool = False  # mark cookies Secure even on plain HTTP (TLS ends at a proxy)
+    idp_timeout: Duration = Duration(10.0)  # each request to the identity provider
+
+
+@dataclass(frozen=True)
+class EventsSettings:
+    """Operational events (gateway/delivery/ops_events.py): `delivery.failing`, `hook.disabled`,
+    ... sent, signed and durably, to the operator's endpoint and to each tenant's own."""
+
+    operator_url: str | None = None  # none: no operator endpoint (tenants' endpoints still work)
+    operator_secret: Secret | None = None  # its Standard Webhooks `whsec_` secret (required with a url)
+    failing_after: int = 4  # `delivery.failing` once a delivery has failed this many attempts
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -199,6 +236,8 @@ class Settings:
     sync: SyncSettings = field(default_factory=SyncSettings)
     ratelimit: RateLimitSettings = field(default_factory=RateLimitSettings)
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
+    dashboard: DashboardSettings = field(default_factory=DashboardSettings)
+    events: EventsSettings = field(default_factory=EventsSettings)
     source: str = "<defaults>"
 
     def replace(self, **sections: Any) -> Settings:
@@ -332,12 +371,61 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{s.source}: [quotas] {key} must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError(f"{s.source}: [server] max_body_bytes must be at least 1024")
+    _validate_dashboard(s)
+    _validate_events(s)
     if s.egress.regions_updated_at is not None:
         try:
             datetime.fromisoformat(s.egress.regions_updated_at.replace("Z", "+00:00"))
         except ValueError:
             raise ConfigError(f"{s.source}: [egress] regions_updated_at must be an ISO 8601 time "
                               "such as \"2026-12-01T00:00:00Z\"") from None
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _validate_dashboard(s: Settings) -> None:
+    d = s.dashboard
+    where = f"{s.source}: [dashboard]"
+    if d.session_lifetime <= 0 or d.session_idle_timeout <= 0 or d.idp_timeout <= 0:
+        raise ConfigError(f"{where} session_lifetime, session_idle_timeout and idp_timeout must be above 0")
+    if d.issuer is not None:
+        issuer = urlsplit(d.issuer)
+        if issuer.scheme not in ("https", "http") or not issuer.hostname or issuer.query or issuer.fragment:
+            raise ConfigError(f"{where} issuer must be an https URL without query or fragment")
+        if issuer.scheme == "http" and issuer.hostname not in LOOPBACK_HOSTS:
+            raise ConfigError(f"{where} issuer must use https (plain http only on a loopback address)")
+        if not d.client_id:
+            raise ConfigError(f"{where} issuer needs client_id")
+        if "openid" not in d.scopes:
+            raise ConfigError(f"{where} scopes must include \"openid\"")
+    if d.redirect_url is not None and urlsplit(d.redirect_url).scheme not in ("https", "http"):
+        raise ConfigError(f"{where} redirect_url must be an http(s) URL")
+    for key in ("tenant_claim", "scope_claim", "read_scope", "write_scope", "admin_scope"):
+        if not getattr(d, key):
+            raise ConfigError(f"{where} {key} cannot be empty")
+
+
+def _validate_events(s: Settings) -> None:
+    from .signing import SECRET_PREFIX, decode_secret  # noqa: PLC0415 - settings stay light to import
+
+    e = s.events
+    where = f"{s.source}: [events]"
+    if e.failing_after < 1:
+        raise ConfigError(f"{where} failing_after must be at least 1")
+    if s.delivery.disable_after <= 0:
+        raise ConfigError(f"{s.source}: [delivery] disable_after must be above 0")
+    if e.operator_url is not None:
+        url = urlsplit(e.operator_url)
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise ConfigError(f"{where} operator_url must be an http(s) URL")
+        secret = e.operator_secret.get() if e.operator_secret is not None else ""
+        try:
+            decode_secret(secret)
+        except ValueError:
+            secret = ""
+        if not secret.startswith(SECRET_PREFIX):
+            raise ConfigError(f"{where} operator_url needs operator_secret, a Standard Webhooks whsec_ key")
 
 
 def _env_value(text: str) -> Any:

@@ -1,12 +1,18 @@
-"""Standard Webhooks (v1) signing and verification, as pure functions.
+"""Standard Webhooks signing (v1 and v1a) and v1 verification, as pure functions.
 
-A receiver gets `webhook-id`, `webhook-timestamp` and `webhook-signature` headers, where the
-signature is `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` keyed with the base64 part
-of a `whsec_` secret. During a rotation one signature per valid secret is sent, space-separated,
-so any Standard Webhooks library verifies with either secret.
+A receiver gets `webhook-id`, `webhook-timestamp` and `webhook-signature` headers. The signed
+content is `"{id}.{timestamp}.{body}"`; the signature is, by the key's scheme:
 
-`Signer` decodes its keys once and is what the delivery hot path should hold on to; the free
-functions wrap it for one-off use.
+- `v1,<base64 HMAC-SHA256>` keyed with the base64 part of a `whsec_` secret (symmetric);
+- `v1a,<base64 Ed25519 signature (64 bytes)>` by a `whsk_` private key, which receivers verify
+  with its `whpk_` public key (asymmetric, the spec's preference). A `whsk_` key is base64 of
+  the 32-byte seed followed by the 32-byte public key (libsodium's and Svix's form; a bare
+  32-byte seed is read too), a `whpk_` key base64 of the 32-byte public key.
+
+During a rotation one signature per valid key is sent, space-separated, so a receiver holding
+any of them verifies. `Signer` decodes its keys once and is what the delivery hot path should
+hold on to; the free functions wrap it for one-off use. Verifying `v1a` is the receiver's side:
+gateway/client/ed25519.py.
 """
 
 from __future__ import annotations
@@ -17,33 +23,55 @@ import hashlib
 import hmac
 import secrets as _secrets
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from gateway.errors import GatewayError
+
+if TYPE_CHECKING:  # imported when a v1a key is used: the SDK's v1 receivers need no cryptography
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 __all__ = [
     "DEFAULT_TOLERANCE_S",
     "HEADER_ID",
     "HEADER_SIGNATURE",
     "HEADER_TIMESTAMP",
+    "PRIVATE_KEY_PREFIX",
+    "PUBLIC_KEY_PREFIX",
+    "SCHEMES",
+    "SCHEME_ASYMMETRIC",
+    "SCHEME_SYMMETRIC",
     "SECRET_PREFIX",
     "SignatureError",
+    "SignedHeaders",
     "Signer",
+    "check_headers",
+    "decode_private_key",
     "decode_secret",
     "headers",
+    "new_signing_key",
     "new_signing_secret",
+    "public_key_of",
     "sign",
     "verify",
 ]
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 (the format's prefix, not a secret)
+PRIVATE_KEY_PREFIX = "whsk_"  # an Ed25519 private key (v1a): never leaves the gateway
+PUBLIC_KEY_PREFIX = "whpk_"  # its public key: what receivers verify v1a signatures with
 SECRET_KEY_BYTES = 32  # bytes of randomness in a new signing secret
+ED25519_SEED_BYTES = 32  # an Ed25519 private key's seed (RFC 8032)
+ED25519_PUBLIC_BYTES = 32
 DEFAULT_TOLERANCE_S = 300  # seconds of clock skew accepted either way, as the standard advises
 
 HEADER_ID = "webhook-id"
 HEADER_TIMESTAMP = "webhook-timestamp"
 HEADER_SIGNATURE = "webhook-signature"
 
-_VERSION = "v1"
+SCHEME_SYMMETRIC = "v1"  # HMAC-SHA256 with a `whsec_` secret; also the signature's version tag
+SCHEME_ASYMMETRIC = "v1a"  # Ed25519 with a `whsk_` private key
+SCHEMES = (SCHEME_SYMMETRIC, SCHEME_ASYMMETRIC)
+
+_VERSION = SCHEME_SYMMETRIC
 
 
 class SignatureError(GatewayError):
@@ -53,6 +81,47 @@ class SignatureError(GatewayError):
 def new_signing_secret() -> str:
     """A fresh `whsec_` secret: base64 of 32 random bytes."""
     return SECRET_PREFIX + base64.b64encode(_secrets.token_bytes(SECRET_KEY_BYTES)).decode("ascii")
+
+
+def new_signing_key(scheme: str) -> str:
+    """A fresh key of `scheme`: a `whsec_` secret (v1) or a `whsk_` Ed25519 private key (v1a)."""
+    if scheme == SCHEME_SYMMETRIC:
+        return new_signing_secret()
+    if scheme == SCHEME_ASYMMETRIC:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
+
+        key = Ed25519PrivateKey.generate()
+        raw = key.private_bytes_raw() + _raw_public(key)
+        return PRIVATE_KEY_PREFIX + base64.b64encode(raw).decode("ascii")
+    raise ValueError(f"unknown signature scheme {scheme!r}")
+
+
+def decode_private_key(secret: str) -> Ed25519PrivateKey:
+    """The Ed25519 key of a `whsk_` secret: base64 of seed and public key (64 bytes), or of the
+    seed alone (32). A 64-byte form whose public half is not the seed's is refused."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
+
+    if not secret.startswith(PRIVATE_KEY_PREFIX):
+        raise ValueError("not a whsk_ private key")
+    try:
+        raw = base64.b64decode(secret[len(PRIVATE_KEY_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("whsk_ private key is not valid base64") from exc
+    if len(raw) not in (ED25519_SEED_BYTES, ED25519_SEED_BYTES + ED25519_PUBLIC_BYTES):
+        raise ValueError("whsk_ private key must be 32 or 64 bytes")
+    key = Ed25519PrivateKey.from_private_bytes(raw[:ED25519_SEED_BYTES])
+    if len(raw) > ED25519_SEED_BYTES and not hmac.compare_digest(raw[ED25519_SEED_BYTES:], _raw_public(key)):
+        raise ValueError("whsk_ private key's public half does not match its seed")
+    return key
+
+
+def public_key_of(secret: str) -> str:
+    """The `whpk_` public key of a `whsk_` private key."""
+    return PUBLIC_KEY_PREFIX + base64.b64encode(_raw_public(decode_private_key(secret))).decode("ascii")
+
+
+def _raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
 
 
 def decode_secret(secret: str) -> bytes:
@@ -69,9 +138,10 @@ def decode_secret(secret: str) -> bytes:
 
 
 class Signer:
-    """Signs with one or more secrets; keys are decoded and HMAC states prepared once."""
+    """Signs with one or more keys (`whsec_` secrets, `whsk_` private keys, or both during a
+    switch of scheme); keys are decoded and HMAC states prepared once."""
 
-    __slots__ = ("_macs",)
+    __slots__ = ("_keys", "_macs")
 
     def __init__(self, secrets: Sequence[str]) -> None:
         if isinstance(secrets, str):
@@ -79,9 +149,15 @@ class Signer:
         if not secrets:
             raise ValueError("Signer needs at least one secret")
         # An HMAC object with only the key absorbed; `.copy()` skips re-deriving the pads.
-        self._macs = tuple(hmac.new(decode_secret(s), digestmod=hashlib.sha256) for s in secrets)
+        self._keys: tuple[hmac.HMAC | Ed25519PrivateKey, ...] = tuple(
+            decode_private_key(s) if s.startswith(PRIVATE_KEY_PREFIX)
+            else hmac.new(decode_secret(s), digestmod=hashlib.sha256)
+            for s in secrets
+        )
+        self._macs = tuple(k for k in self._keys if isinstance(k, hmac.HMAC))
 
     def _digests(self, msg_id: str, timestamp: int | str, body: bytes) -> list[bytes]:
+        """The v1 (HMAC) signatures, one per `whsec_` secret."""
         prefix = f"{msg_id}.{timestamp}.".encode()
         out: list[bytes] = []
         for base in self._macs:
@@ -92,11 +168,22 @@ class Signer:
         return out
 
     def sign(self, msg_id: str, timestamp: int, body: bytes) -> str:
-        """The `webhook-signature` value: one `v1,<sig>` per secret, in order, space-separated."""
-        return " ".join(
-            f"{_VERSION},{base64.b64encode(d).decode('ascii')}"
-            for d in self._digests(msg_id, timestamp, body)
-        )
+        """The `webhook-signature` value: one `v1,<sig>` or `v1a,<sig>` per key, in order,
+        space-separated."""
+        prefix = f"{msg_id}.{timestamp}.".encode()
+        content: bytes | None = None  # the whole signed content, joined only for Ed25519
+        parts: list[str] = []
+        for key in self._keys:
+            if isinstance(key, hmac.HMAC):
+                mac = key.copy()
+                mac.update(prefix)
+                mac.update(body)
+                parts.append(f"{_VERSION},{base64.b64encode(mac.digest()).decode('ascii')}")
+            else:
+                if content is None:
+                    content = prefix + body
+                parts.append(f"{SCHEME_ASYMMETRIC},{base64.b64encode(key.sign(content)).decode('ascii')}")
+        return " ".join(parts)
 
     def header_lines(self, msg_id: str, timestamp: int, body: bytes) -> bytes:
         """The three headers as request header lines (ids and timestamps are ours: no CR/LF)."""
@@ -119,20 +206,9 @@ class Signer:
         now: int,
         tolerance_s: int = DEFAULT_TOLERANCE_S,
     ) -> None:
-        """Accept when any `v1` signature in the headers matches any of this signer's keys."""
-        lowered = {k.lower(): v for k, v in headers.items()}
-        msg_id = _required_header(lowered, HEADER_ID)
-        ts_value = _required_header(lowered, HEADER_TIMESTAMP)
-        sig_value = _required_header(lowered, HEADER_SIGNATURE)
-        ts_text = ts_value.strip()
-        if not ts_text.isascii() or not ts_text.isdigit():
-            raise SignatureError(f"invalid {HEADER_TIMESTAMP} header")
-        timestamp = int(ts_text)
-        if now - timestamp > tolerance_s:
-            raise SignatureError("message timestamp too old")
-        if timestamp - now > tolerance_s:
-            raise SignatureError("message timestamp too new")
-
+        """Accept when any `v1` signature in the headers matches any of this signer's `whsec_`
+        secrets (v1a signatures are verified with public keys: gateway/client/ed25519.py)."""
+        msg_id, ts_text, sig_value = check_headers(headers, now=now, tolerance_s=tolerance_s)
         # Sign the header text as sent: "0123" and "123" are different messages.
         expected = self._digests(msg_id, ts_text, body)
         for candidate in sig_value.split():
@@ -150,6 +226,32 @@ class Signer:
             if matched:
                 return
         raise SignatureError("no matching signature found")
+
+
+class SignedHeaders(NamedTuple):
+    msg_id: str
+    timestamp: str  # the header's text as sent (stripped): the signed content uses it verbatim
+    signatures: str  # the space-separated `version,signature` list
+
+
+def check_headers(
+    headers: Mapping[str, str], *, now: int, tolerance_s: int = DEFAULT_TOLERANCE_S
+) -> SignedHeaders:
+    """The three Standard Webhooks headers of a request, or `SignatureError` when one is missing,
+    the timestamp is not an integer, or it is further than `tolerance_s` from `now` either way."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    msg_id = _required_header(lowered, HEADER_ID)
+    ts_value = _required_header(lowered, HEADER_TIMESTAMP)
+    sig_value = _required_header(lowered, HEADER_SIGNATURE)
+    ts_text = ts_value.strip()
+    if not ts_text.isascii() or not ts_text.isdigit():
+        raise SignatureError(f"invalid {HEADER_TIMESTAMP} header")
+    timestamp = int(ts_text)
+    if now - timestamp > tolerance_s:
+        raise SignatureError("message timestamp too old")
+    if timestamp - now > tolerance_s:
+        raise SignatureError("message timestamp too new")
+    return SignedHeaders(msg_id, ts_text, sig_value)
 
 
 def _required_header(lowered: Mapping[str, str], name: str) -> str:

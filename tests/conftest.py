@@ -32,7 +32,7 @@ from gateway.delivery import ENGINE, DeliveryEngine
 from gateway.invoke import INVOKER, Invoker
 from gateway.settings import Settings
 
-pytest_plugins = ["netguard"]
+pytest_plugins = ["netguard", "secretguard"]
 
 HS256_SECRET = "test-secret-that-is-long-enough-for-hs256"
 HOOK_SCOPES = (SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE, SCOPE_DELETE)

@@ -284,7 +284,7 @@ async def test_rotation_gives_a_new_secret_and_lists_the_previous_with_its_expir
     body = await resp.json()
     assert body["secret"] == rotated["secret"]
     (previous,) = body["previous"]
-    assert set(previous) == {"createdAt", "expiresAt"}
+    assert set(previous) == {"scheme", "createdAt", "expiresAt"} and previous["scheme"] == "v1"
     assert previous["expiresAt"] > body["createdAt"]  # ISO-8601 UTC strings sort as times
     assert before not in await resp.text()  # the old key is not shown again
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from .. import ids, quotas
 from ..auth import SCOPE_READ, SCOPE_UPDATE
-from ..context import services
+from ..context import Services, services
 from ..delivery import ENGINE
 from ..errors import BadRequest, NotFound
 from ..middleware import tenant_of
@@ -92,43 +93,41 @@ async def list_deliveries(request: web.Request) -> web.Response:
     return json_response(items)
 
 
-async def get_delivery(request: web.Request) -> web.Response:
-    svc = services(request)
-    tenant = tenant_of(request, SCOPE_READ)
-    found = await svc.store.get_delivery(tenant, request.match_info["id"])
+# -- the operations, shared by the Management API and the dashboard ---------------------------
+
+
+async def find(svc: Services, tenant: str, delivery_id: str) -> tuple[Delivery, list[Attempt]]:
+    """The tenant's delivery with its attempts, or `NotFound`."""
+    found = await svc.store.get_delivery(tenant, delivery_id)
     if found is None:
         raise NotFound("delivery not found")
-    delivery, attempts = found
-    body = render(delivery)
-    body["attempts"] = [render_attempt(a) for a in attempts]
-    return json_response(body)
+    return found
 
 
-async def retry_delivery(request: web.Request) -> web.Response:
-    svc = services(request)
-    tenant = tenant_of(request, SCOPE_UPDATE)
-    delivery = await svc.store.retry_delivery(tenant, request.match_info["id"], svc.clock())
-    request.app[ENGINE].notify()
-    return json_response(render(delivery), status=202)
+async def retry(svc: Services, notify: Callable[[], None], tenant: str, delivery_id: str) -> Delivery:
+    """Make the tenant's delivery due now; `notify` wakes the delivery workers."""
+    delivery = await svc.store.retry_delivery(tenant, delivery_id, svc.clock())
+    notify()
+    return delivery
 
 
-async def replay(request: web.Request) -> web.Response:
-    svc = services(request)
-    tenant = tenant_of(request, SCOPE_UPDATE)
-    hook_id = request.match_info["id"]
-    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+async def replay_range(
+    svc: Services, notify: Callable[[], None], tenant: str, hook_id: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """New deliveries to the hook for its events in `[since, until)` whose last delivery has one of
+    `status` (default failed), under the tenant's replay quota."""
     validate.no_unknown(body, {"since", "until", "status"})
     if "since" not in body:
-        raise BadRequest("'since' is required")
+        raise BadRequest("'since' is required", field="since")
     now = svc.clock()
-    since = parse_time(body["since"], "'since'")
-    until = parse_time(body["until"], "'until'") if "until" in body else now + 1
+    since = _time_field(body, "since")
+    until = _time_field(body, "until") if "until" in body else now + 1
     if until <= since:
-        raise BadRequest("'until' must be after 'since'")
+        raise BadRequest("'until' must be after 'since'", field="until")
     raw_status = body.get("status", ["failed"])
     statuses = [raw_status] if isinstance(raw_status, str) else raw_status
     if not isinstance(statuses, list) or not statuses or any(s not in STATUSES for s in statuses):
-        raise BadRequest(f"'status' must be one or more of {', '.join(STATUSES)}")
+        raise BadRequest(f"'status' must be one or more of {', '.join(STATUSES)}", field="status")
     quota = await quotas.of_tenant(svc.store, svc.settings.quotas, tenant)
     created, skipped = await svc.store.replay(
         tenant,
@@ -141,8 +140,42 @@ async def replay(request: web.Request) -> web.Response:
         now=now,
         per_hour=quota.replays_per_hour,
     )
-    request.app[ENGINE].notify()
-    return json_response({"count": len(created), "deliveries": created, "skipped": skipped}, status=202)
+    notify()
+    return {"count": len(created), "deliveries": created, "skipped": skipped}
+
+
+def _time_field(body: dict[str, Any], key: str) -> float:
+    try:
+        return parse_time(body[key], f"{key!r}")
+    except BadRequest as exc:
+        raise BadRequest(exc.message, field=key) from None
+
+
+# -- the Management API's handlers ------------------------------------------------------------
+
+
+async def get_delivery(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_READ)
+    delivery, attempts = await find(svc, tenant, request.match_info["id"])
+    body = render(delivery)
+    body["attempts"] = [render_attempt(a) for a in attempts]
+    return json_response(body)
+
+
+async def retry_delivery(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_UPDATE)
+    delivery = await retry(svc, request.app[ENGINE].notify, tenant, request.match_info["id"])
+    return json_response(render(delivery), status=202)
+
+
+async def replay(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_UPDATE)
+    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+    answer = await replay_range(svc, request.app[ENGINE].notify, tenant, request.match_info["id"], body)
+    return json_response(answer, status=202)
 
 
 def routes() -> list[web.RouteDef]:

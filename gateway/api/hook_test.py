@@ -8,6 +8,7 @@ the sample event. The test is not retried and not recorded as a delivery."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -26,11 +27,27 @@ from . import validate
 log = logging.getLogger("gateway.api.hook_test")
 
 
-async def test_hook(request: web.Request) -> web.Response:
-    svc = services(request)
-    tenant = tenant_of(request, SCOPE_UPDATE)
-    hook_id = request.match_info["id"]
-    body = await read_json(request, svc.settings.server.max_body_bytes, required=False)
+# Request headers the runner shows as sent; any other (a hook secret, Authorization) is masked.
+SHOWN_REQUEST_HEADERS = frozenset({
+    "content-type", "user-agent", "accept-encoding", "webhook-id", "webhook-timestamp", "webhook-signature",
+})
+MASK = "_VALUE_NOT_SHOWN_"
+
+
+@dataclass(frozen=True, slots=True)
+class TestRun:
+    """One test send: the API's answer, and the headers each way for the dashboard's runner
+    (the request's secret headers masked)."""
+
+    __test__ = False  # a result, not a test case (pytest collects names starting with Test)
+
+    answer: dict[str, Any]
+    request_headers: list[tuple[str, str]] = field(default_factory=list)
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def run(svc: Services, tenant: str, hook_id: str, body: Any) -> TestRun:
+    """Send the point's sample event (or `body["event"]`) to the tenant's hook once."""
     view = await svc.registry.view(tenant)
     live = view.hooks.get(hook_id) if view else None
     if live is None:
@@ -41,16 +58,19 @@ async def test_hook(request: web.Request) -> web.Response:
             raise BadRequest("body must be a JSON object")
         validate.no_unknown(body, {"event"})
     if body and "event" in body:
-        event = points.validate_event(trigger, body["event"])
+        try:
+            event = points.validate_event(trigger, body["event"])
+        except BadRequest as exc:
+            raise BadRequest(exc.message, field="event") from None
     else:
         event = points.sample_event(trigger)
     now = svc.clock()
     try:
-        return json_response(await _attempt(svc, live, hook_id, trigger, event, now))
+        return await _attempt(svc, live, hook_id, trigger, event, now)
     except Exception as exc:  # whatever the receiver did, the caller gets the attempt, not a 500
         log.exception("test of hook %s failed inside the gateway", hook_id)
         reason = f"internal error: {type(exc).__name__}"
-        return json_response({
+        return TestRun({
             "hookId": hook_id,
             "triggerId": trigger,
             "request": event,
@@ -63,22 +83,30 @@ async def test_hook(request: web.Request) -> web.Response:
         })
 
 
+async def test_hook(request: web.Request) -> web.Response:
+    svc = services(request)
+    tenant = tenant_of(request, SCOPE_UPDATE)
+    body = await read_json(request, svc.settings.server.max_body_bytes, required=False)
+    return json_response((await run(svc, tenant, request.match_info["id"], body)).answer)
+
+
 async def _attempt(svc: Services, live: LiveHook, hook_id: str, trigger: str, event: dict[str, Any],
-                   now: float) -> dict[str, Any]:
+                   now: float) -> TestRun:
     """Send the event once and describe the attempt."""
     payload = render_body(live.hook.format, trigger, event, now)
     assert svc.transport is not None
+    head = request_headers(live, ids.new_id("test", now=now), payload, now)
     result = await send(
         svc.transport,
         live.hook.url,
         payload,
-        request_headers(live, ids.new_id("test", now=now), payload, now),
+        head,
         timeout_s=live.hook.timeout_ms / 1000.0,
         body_cap=MAX_SYNC_BODY_BYTES,
         clock=svc.clock,
     )
     parsed, error = _read_answer(result.ok, result.status_code, result.content_type, result.body)
-    return {
+    answer = {
         "hookId": hook_id,
         "triggerId": trigger,
         "request": event,
@@ -89,6 +117,19 @@ async def _attempt(svc: Services, live: LiveHook, hook_id: str, trigger: str, ev
         "answer": None if parsed is None else _envelope(parsed),
         "result": _auth_server_result(trigger, event, live.hook.name, parsed, result.error or error),
     }
+    return TestRun(answer, _shown_request_headers(head), sorted(result.headers.items()))
+
+
+def _shown_request_headers(head: bytes) -> list[tuple[str, str]]:
+    """The header lines sent, each value masked unless it is one of `SHOWN_REQUEST_HEADERS`."""
+    out = []
+    for line in head.decode("latin-1").split("\r\n"):
+        name, sep, value = line.partition(":")
+        if not sep:
+            continue
+        name = name.strip()
+        out.append((name, value.strip() if name.lower() in SHOWN_REQUEST_HEADERS else MASK))
+    return out
 
 
 def _read_answer(ok: bool, status: int | None, content_type: str | None,

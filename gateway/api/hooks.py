@@ -13,8 +13,7 @@ from ..context import Services, services
 from ..egress import check_url
 from ..errors import BadRequest, NotFound, shown
 from ..middleware import tenant_of
-from ..registry import signing_context
-from ..signing import new_signing_secret
+from ..signing import SCHEME_SYMMETRIC, SCHEMES
 from ..store.models import Hook
 from ..web import (
     MAX_PAGE,
@@ -28,7 +27,7 @@ from ..web import (
     read_json,
     require_object,
 )
-from . import validate
+from . import signing_secrets, validate
 
 NAME_PATTERN = re.compile(r"[a-zA-Z0-9]([ \-a-zA-Z0-9]*[a-zA-Z0-9])?")
 NAME_MAX = 128
@@ -46,9 +45,10 @@ SINGLE_ENABLED = frozenset({points.SEND_PHONE_MESSAGE})
 HOOK_FIELDS = {
     "id", "name", "triggerId", "url", "enabled", "order", "timeoutMs", "failurePolicy",
     "maxConcurrency", "rateLimitPerSecond", "format", "disabledReason", "createdAt", "updatedAt",
+    "signatureScheme",
 }
 WRITABLE = {"name", "url", "enabled", "order", "timeoutMs", "failurePolicy", "maxConcurrency",
-            "rateLimitPerSecond", "format"}
+            "rateLimitPerSecond", "format", "signatureScheme"}
 # Auth0 fields for code that Auth0 ran; here the code runs at the hook's `url`.
 AUTH0_CODE_FIELDS = ("script", "dependencies")
 
@@ -69,6 +69,7 @@ def render(h: Hook) -> dict[str, Any]:
         "disabledReason": h.disabled_reason,
         "createdAt": iso(h.created_at),
         "updatedAt": iso(h.updated_at),
+        "signatureScheme": h.signature_scheme,
     }
 
 
@@ -87,7 +88,10 @@ def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
                                       hint="^[a-zA-Z0-9]([ \\-a-zA-Z0-9]*[a-zA-Z0-9])?$")
     if "url" in body:
         url = validate.string(body, "url", max_len=URL_MAX)
-        check_url(url, allow_http=svc.settings.egress.allow_http, allow_cidrs=svc.egress_allow)
+        try:
+            check_url(url, allow_http=svc.settings.egress.allow_http, allow_cidrs=svc.egress_allow)
+        except BadRequest as exc:
+            raise BadRequest(exc.message, field="url") from None
         out["url"] = url
     if "enabled" in body:
         out["enabled"] = validate.boolean(body, "enabled")
@@ -105,7 +109,101 @@ def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
                                                             maximum=RATE_MAX)
     if "format" in body:
         out["format"] = validate.choice(body, "format", FORMATS)
+    if "signatureScheme" in body:
+        out["signatureScheme"] = validate.choice(body, "signatureScheme", SCHEMES)
     return out
+
+
+# -- the operations, shared by the Management API and the dashboard ---------------------------
+
+
+async def create(svc: Services, tenant: str, body: dict[str, Any]) -> Hook:
+    """Validate `body` (API field names) and store a new hook of `tenant` with its first signing
+    secret, under the tenant's quotas and the one-enabled rule."""
+    _check_known(body, WRITABLE | {"triggerId"})
+    for key in ("name", "triggerId", "url"):
+        if key not in body:
+            raise BadRequest(f"{key!r} is required", field=key)
+    trigger = validate.choice(body, "triggerId", points.TRIGGER_IDS)
+    fields = _check_fields(svc, body)
+    blocking = points.is_blocking(trigger)
+    if "failurePolicy" in fields and not blocking:
+        raise BadRequest("'failurePolicy' applies to blocking points only", field="failurePolicy")
+    now = svc.clock()
+    default_timeout = svc.settings.sync.default_timeout if blocking else svc.settings.delivery.timeout
+    hook = Hook(
+        id=ids.new_id(ids.HOOK, now=now),
+        tenant_id=tenant,
+        name=fields["name"],
+        trigger_id=trigger,
+        url=fields["url"],
+        enabled=fields.get("enabled", False),
+        order=fields.get("order", 0),
+        timeout_ms=fields.get("timeoutMs", int(default_timeout * 1000)),
+        failure_policy=fields.get("failurePolicy", "fail"),
+        max_concurrency=fields.get("maxConcurrency", svc.settings.delivery.default_max_concurrency),
+        rate_limit_per_second=fields.get("rateLimitPerSecond"),
+        format=fields.get("format", "auth0"),
+        disabled_reason=None,
+        created_at=now,
+        updated_at=now,
+        signature_scheme=fields.get("signatureScheme", SCHEME_SYMMETRIC),
+    )
+    secret, public_key = signing_secrets.new_key(svc, hook.id, hook.signature_scheme)
+    quota = await quotas.of_tenant(svc.store, svc.settings.quotas, tenant)
+    await svc.store.create_hook(
+        hook,
+        secret,
+        single_enabled=trigger in SINGLE_ENABLED,
+        max_per_point=quota.hooks_per_point,
+        max_hooks=quota.hooks,
+        signing_public_key=public_key,
+    )
+    svc.registry.invalidate(tenant)
+    return hook
+
+
+async def find(svc: Services, tenant: str, hook_id: str) -> Hook:
+    """The tenant's hook, or `NotFound` (another tenant's hook is not found either)."""
+    hook = await svc.store.get_hook(tenant, hook_id)
+    if hook is None:
+        raise NotFound("hook not found")
+    return hook
+
+
+async def update(svc: Services, tenant: str, hook_id: str, body: dict[str, Any]) -> Hook:
+    """Apply `body` (API field names) to the tenant's hook; `triggerId` cannot change. A new
+    `signatureScheme` is a rotation to a key of that scheme (the old key signs on for the grace
+    period, `[delivery] signing_grace`)."""
+    _check_known(body, WRITABLE | {"triggerId", "id"})
+    current = await find(svc, tenant, hook_id)
+    if "triggerId" in body and body["triggerId"] != current.trigger_id:
+        raise BadRequest("'triggerId' cannot be changed; create a new hook instead", field="triggerId")
+    if "id" in body and body["id"] != current.id:
+        raise BadRequest("'id' cannot be changed", field="id")
+    fields = _check_fields(svc, body)
+    if "failurePolicy" in fields and not points.is_blocking(current.trigger_id):
+        raise BadRequest("'failurePolicy' applies to blocking points only", field="failurePolicy")
+    if fields.get("enabled"):
+        fields["disabledReason"] = None
+    scheme = fields.pop("signatureScheme", current.signature_scheme)
+    single = current.trigger_id if current.trigger_id in SINGLE_ENABLED else None
+    _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(),
+                                           single_enabled_trigger=single)
+    svc.registry.invalidate(tenant)
+    if scheme != after.signature_scheme:  # the scheme changes only with its key, in one transaction
+        await signing_secrets.rotate(svc, tenant, hook_id, None, scheme=scheme)
+        after = await find(svc, tenant, hook_id)
+    return after
+
+
+async def delete(svc: Services, tenant: str, hook_id: str) -> None:
+    """Delete the tenant's hook; its pending deliveries are cancelled."""
+    await svc.store.delete_hook(tenant, hook_id, svc.clock())
+    svc.registry.invalidate(tenant)
+
+
+# -- the Management API's handlers ------------------------------------------------------------
 
 
 async def list_hooks(request: web.Request) -> web.Response:
@@ -134,53 +232,14 @@ async def create_hook(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_CREATE)
     body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
-    _check_known(body, WRITABLE | {"triggerId"})
-    for key in ("name", "triggerId", "url"):
-        if key not in body:
-            raise BadRequest(f"{key!r} is required")
-    trigger = validate.choice(body, "triggerId", points.TRIGGER_IDS)
-    fields = _check_fields(svc, body)
-    blocking = points.is_blocking(trigger)
-    if "failurePolicy" in fields and not blocking:
-        raise BadRequest("'failurePolicy' applies to blocking points only")
-    now = svc.clock()
-    default_timeout = svc.settings.sync.default_timeout if blocking else svc.settings.delivery.timeout
-    hook = Hook(
-        id=ids.new_id(ids.HOOK, now=now),
-        tenant_id=tenant,
-        name=fields["name"],
-        trigger_id=trigger,
-        url=fields["url"],
-        enabled=fields.get("enabled", False),
-        order=fields.get("order", 0),
-        timeout_ms=fields.get("timeoutMs", int(default_timeout * 1000)),
-        failure_policy=fields.get("failurePolicy", "fail"),
-        max_concurrency=fields.get("maxConcurrency", svc.settings.delivery.default_max_concurrency),
-        rate_limit_per_second=fields.get("rateLimitPerSecond"),
-        format=fields.get("format", "auth0"),
-        disabled_reason=None,
-        created_at=now,
-        updated_at=now,
-    )
-    secret = svc.cipher.encrypt(new_signing_secret(), signing_context(hook.id))
-    quota = await quotas.of_tenant(svc.store, svc.settings.quotas, tenant)
-    await svc.store.create_hook(
-        hook,
-        secret,
-        single_enabled=trigger in SINGLE_ENABLED,
-        max_per_point=quota.hooks_per_point,
-        max_hooks=quota.hooks,
-    )
-    svc.registry.invalidate(tenant)
+    hook = await create(svc, tenant, body)
     return json_response(render(hook), status=201)
 
 
 async def get_hook(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_READ)
-    hook = await svc.store.get_hook(tenant, request.match_info["id"])
-    if hook is None:
-        raise NotFound("hook not found")
+    hook = await find(svc, tenant, request.match_info["id"])
     names, include = fields_filter(request, HOOK_FIELDS)
     return json_response(apply_fields(render(hook), names, include))
 
@@ -188,33 +247,15 @@ async def get_hook(request: web.Request) -> web.Response:
 async def update_hook(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_UPDATE)
-    hook_id = request.match_info["id"]
     body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
-    _check_known(body, WRITABLE | {"triggerId", "id"})
-    current = await svc.store.get_hook(tenant, hook_id)
-    if current is None:
-        raise NotFound("hook not found")
-    if "triggerId" in body and body["triggerId"] != current.trigger_id:
-        raise BadRequest("'triggerId' cannot be changed; create a new hook instead")
-    if "id" in body and body["id"] != current.id:
-        raise BadRequest("'id' cannot be changed")
-    fields = _check_fields(svc, body)
-    if "failurePolicy" in fields and not points.is_blocking(current.trigger_id):
-        raise BadRequest("'failurePolicy' applies to blocking points only")
-    if fields.get("enabled"):
-        fields["disabledReason"] = None
-    single = current.trigger_id if current.trigger_id in SINGLE_ENABLED else None
-    _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(),
-                                           single_enabled_trigger=single)
-    svc.registry.invalidate(tenant)
+    after = await update(svc, tenant, request.match_info["id"], body)
     return json_response(render(after))
 
 
 async def delete_hook(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_DELETE)
-    await svc.store.delete_hook(tenant, request.match_info["id"], svc.clock())
-    svc.registry.invalidate(tenant)
+    await delete(svc, tenant, request.match_info["id"])
     return no_content()
 
 

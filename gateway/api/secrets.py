@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from ..auth import SCOPE_READ, SCOPE_UPDATE
-from ..context import services
+from ..context import Services, services
 from ..errors import BadRequest, shown
 from ..middleware import tenant_of
 from ..registry import secret_context
@@ -37,11 +37,12 @@ RESERVED_PREFIXES = ("webhook-", "x-forwarded-", "x-gateway-")
 def _check_name(name: str) -> None:
     if not name or len(name) > NAME_MAX or not TOKEN.fullmatch(name):
         raise BadRequest(
-            f"secret name {shown(name)} must be an HTTP header token of at most {NAME_MAX} characters"
+            f"secret name {shown(name)} must be an HTTP header token of at most {NAME_MAX} characters",
+            field="name",
         )
     lowered = name.lower()
     if lowered in RESERVED or lowered.startswith(RESERVED_PREFIXES):
-        raise BadRequest(f"secret name {name!r} is a reserved header")
+        raise BadRequest(f"secret name {name!r} is a reserved header", field="name")
 
 
 def _values(body: Any) -> dict[str, str]:
@@ -51,11 +52,12 @@ def _values(body: Any) -> dict[str, str]:
     for name, value in body.items():
         _check_name(name)
         if not isinstance(value, str) or not value:
-            raise BadRequest(f"the value of secret {name!r} must be a non-empty string")
+            raise BadRequest(f"the value of secret {name!r} must be a non-empty string", field="value")
         if len(value) > VALUE_MAX or not VALUE_OK.fullmatch(value):
             raise BadRequest(
                 f"the value of secret {name!r} must be a header value of at most {VALUE_MAX} characters:"
-                " printable ASCII, no line breaks or control characters, no spaces at either end"
+                " printable ASCII, no line breaks or control characters, no spaces at either end",
+                field="value",
             )
         out[name] = value
     lowered = [n.lower() for n in out]
@@ -64,53 +66,79 @@ def _values(body: Any) -> dict[str, str]:
     return out
 
 
+# -- the operations, shared by the Management API and the dashboard ---------------------------
+
+
+async def names(svc: Services, tenant: str, hook_id: str) -> list[str]:
+    """The names of the hook's secrets (`NotFound` for a hook that is not the tenant's)."""
+    return await svc.store.secret_names(tenant, hook_id)
+
+
+async def add(svc: Services, tenant: str, hook_id: str, body: Any) -> list[str]:
+    """Add the secrets of `body` (`{NAME: value}`); `Conflict` when one exists."""
+    values = _values(body)
+    sealed = {n: svc.cipher.encrypt(v, secret_context(hook_id, n)) for n, v in values.items()}
+    await svc.store.add_secrets(tenant, hook_id, sealed, svc.clock())
+    svc.registry.invalidate(tenant)
+    return list(values)
+
+
+async def _stored_names(svc: Services, tenant: str, hook_id: str, given: list[str]) -> list[str]:
+    """`given` spelled as stored: header names, so secret names, are case-insensitive."""
+    stored = {n.lower(): n for n in await svc.store.secret_names(tenant, hook_id)}
+    return [stored.get(n.lower(), n) for n in given]
+
+
+async def update(svc: Services, tenant: str, hook_id: str, body: Any) -> list[str]:
+    """Replace the values of the secrets of `body`; `NotFound` when one is missing."""
+    given = _values(body)
+    stored = await _stored_names(svc, tenant, hook_id, list(given))
+    values = dict(zip(stored, given.values(), strict=True))
+    sealed = {n: svc.cipher.encrypt(v, secret_context(hook_id, n)) for n, v in values.items()}
+    await svc.store.update_secrets(tenant, hook_id, sealed, svc.clock())
+    svc.registry.invalidate(tenant)
+    return list(values)
+
+
+async def remove(svc: Services, tenant: str, hook_id: str, body: Any) -> None:
+    """Delete the secrets named in `body` (a non-empty array of names)."""
+    if not isinstance(body, list) or not body or not all(isinstance(n, str) for n in body):
+        raise BadRequest("body must be a non-empty array of secret names")
+    stored = await _stored_names(svc, tenant, hook_id, body)
+    await svc.store.delete_secrets(tenant, hook_id, list(dict.fromkeys(stored)), svc.clock())
+    svc.registry.invalidate(tenant)
+
+
+# -- the Management API's handlers ------------------------------------------------------------
+
+
 async def list_secrets(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_READ)
-    names = await svc.store.secret_names(tenant, request.match_info["id"])
-    return json_response({n: MASK for n in names})
+    return json_response({n: MASK for n in await names(svc, tenant, request.match_info["id"])})
 
 
 async def add_secrets(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_UPDATE)
-    hook_id = request.match_info["id"]
-    values = _values(await read_json(request, svc.settings.server.max_body_bytes))
-    sealed = {n: svc.cipher.encrypt(v, secret_context(hook_id, n)) for n, v in values.items()}
-    await svc.store.add_secrets(tenant, hook_id, sealed, svc.clock())
-    svc.registry.invalidate(tenant)
-    return json_response({n: MASK for n in values}, status=201)
-
-
-async def _stored_names(request: web.Request, tenant: str, hook_id: str, names: list[str]) -> list[str]:
-    """`names` spelled as stored: header names, so secret names, are case-insensitive."""
-    stored = {n.lower(): n for n in await services(request).store.secret_names(tenant, hook_id)}
-    return [stored.get(n.lower(), n) for n in names]
+    body = await read_json(request, svc.settings.server.max_body_bytes)
+    added = await add(svc, tenant, request.match_info["id"], body)
+    return json_response({n: MASK for n in added}, status=201)
 
 
 async def update_secrets(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_UPDATE)
-    hook_id = request.match_info["id"]
-    given = _values(await read_json(request, svc.settings.server.max_body_bytes))
-    names = await _stored_names(request, tenant, hook_id, list(given))
-    values = dict(zip(names, given.values(), strict=True))
-    sealed = {n: svc.cipher.encrypt(v, secret_context(hook_id, n)) for n, v in values.items()}
-    await svc.store.update_secrets(tenant, hook_id, sealed, svc.clock())
-    svc.registry.invalidate(tenant)
-    return json_response({n: MASK for n in values})
+    body = await read_json(request, svc.settings.server.max_body_bytes)
+    updated = await update(svc, tenant, request.match_info["id"], body)
+    return json_response({n: MASK for n in updated})
 
 
 async def delete_secrets(request: web.Request) -> web.Response:
     svc = services(request)
     tenant = tenant_of(request, SCOPE_UPDATE)
     body = await read_json(request, svc.settings.server.max_body_bytes)
-    if not isinstance(body, list) or not body or not all(isinstance(n, str) for n in body):
-        raise BadRequest("body must be a non-empty array of secret names")
-    hook_id = request.match_info["id"]
-    names = await _stored_names(request, tenant, hook_id, body)
-    await svc.store.delete_secrets(tenant, hook_id, list(dict.fromkeys(names)), svc.clock())
-    svc.registry.invalidate(tenant)
+    await remove(svc, tenant, request.match_info["id"], body)
     return no_content()
 
 

@@ -9,7 +9,8 @@ from aiohttp import web
 
 from .. import points, quotas
 from ..auth import SCOPE_ADMIN
-from ..context import services
+from ..context import Services, services
+from ..delivery.ops_endpoints import delete_tenant_endpoint
 from ..errors import BadRequest, Forbidden, NotFound
 from ..middleware import principal
 from ..peers import networks
@@ -49,25 +50,25 @@ def _fields(body: dict[str, Any]) -> dict[str, Any]:
     if "allowedCidrs" in body:
         cidrs = body["allowedCidrs"]
         if not isinstance(cidrs, list) or not all(isinstance(c, str) for c in cidrs):
-            raise BadRequest("'allowedCidrs' must be an array of CIDR strings")
+            raise BadRequest("'allowedCidrs' must be an array of CIDR strings", field="allowedCidrs")
         try:
             networks(cidrs)
         except ValueError as exc:
-            raise BadRequest(f"'allowedCidrs': {exc}") from None
+            raise BadRequest(f"'allowedCidrs': {exc}", field="allowedCidrs") from None
         out["allowed_cidrs"] = tuple(cidrs)
     if "deadlines" in body:
         deadlines = body["deadlines"]
         if not isinstance(deadlines, dict):
-            raise BadRequest("'deadlines' must be an object of triggerId to milliseconds")
+            raise BadRequest("'deadlines' must be an object of triggerId to milliseconds", field="deadlines")
         for trigger in deadlines:
             if trigger not in points.TRIGGER_IDS or not points.is_blocking(trigger):
-                raise BadRequest(f"'deadlines': {trigger!r} is not a blocking point")
+                raise BadRequest(f"'deadlines': {trigger!r} is not a blocking point", field="deadlines")
             value = deadlines[trigger]
             if isinstance(value, bool) or not isinstance(value, int) or not (
                 MIN_DEADLINE_MS <= value <= MAX_DEADLINE_MS
             ):
                 raise BadRequest(f"'deadlines.{trigger}' must be an integer between {MIN_DEADLINE_MS} "
-                                 f"and {MAX_DEADLINE_MS} (milliseconds)")
+                                 f"and {MAX_DEADLINE_MS} (milliseconds)", field="deadlines")
         out["deadlines"] = dict(deadlines)
     if "maxInFlight" in body:
         out["max_in_flight"] = None if body["maxInFlight"] is None else validate.integer(
@@ -81,7 +82,7 @@ def _quotas(value: Any) -> dict[str, int]:
     """A tenant's quota overrides: each key optional, a positive integer; null leaves it out
     (the setting applies). The object replaces the tenant's overrides as a whole."""
     if not isinstance(value, dict) or any(key not in quotas.KEYS for key in value):
-        raise BadRequest(f"'quotas' must be an object with any of {', '.join(quotas.KEYS)}")
+        raise BadRequest(f"'quotas' must be an object with any of {', '.join(quotas.KEYS)}", field="quotas")
     return {
         key: validate.integer(value, key, minimum=1, maximum=quotas.MAX_OVERRIDE)
         for key in quotas.KEYS
@@ -89,13 +90,11 @@ def _quotas(value: Any) -> dict[str, int]:
     }
 
 
-async def create_tenant(request: web.Request) -> web.Response:
-    svc = services(request)
-    _operator(request)
-    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+async def create(svc: Services, body: dict[str, Any]) -> Tenant:
+    """Validate `body` (API field names) and store a new tenant (`Conflict` on a used id)."""
     validate.no_unknown(body, WRITABLE | {"id"})
     if "id" not in body:
-        raise BadRequest("'id' is required")
+        raise BadRequest("'id' is required", field="id")
     tenant_id = validate.string(body, "id", max_len=63, pattern=ID_PATTERN, hint="^[a-z0-9][a-z0-9-]{0,62}$")
     fields = _fields(body)
     now = svc.clock()
@@ -105,7 +104,24 @@ async def create_tenant(request: web.Request) -> web.Response:
                     quotas=fields.get("quotas", {}))
     await svc.store.create_tenant(tenant)
     svc.registry.invalidate(tenant_id)
-    return json_response(render(tenant), status=201)
+    return tenant
+
+
+async def update(svc: Services, tenant_id: str, body: dict[str, Any]) -> Tenant:
+    """Apply `body` (API field names) to a tenant."""
+    validate.no_unknown(body, WRITABLE | {"id"})
+    if "id" in body and body["id"] != tenant_id:
+        raise BadRequest("'id' cannot be changed", field="id")
+    tenant = await svc.store.update_tenant(tenant_id, _fields(body), svc.clock())
+    svc.registry.invalidate(tenant_id)
+    return tenant
+
+
+async def create_tenant(request: web.Request) -> web.Response:
+    svc = services(request)
+    _operator(request)
+    body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
+    return json_response(render(await create(svc, body)), status=201)
 
 
 async def list_tenants(request: web.Request) -> web.Response:
@@ -135,13 +151,7 @@ async def update_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
     body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
-    validate.no_unknown(body, WRITABLE | {"id"})
-    tenant_id = request.match_info["id"]
-    if "id" in body and body["id"] != tenant_id:
-        raise BadRequest("'id' cannot be changed")
-    tenant = await svc.store.update_tenant(tenant_id, _fields(body), svc.clock())
-    svc.registry.invalidate(tenant_id)
-    return json_response(render(tenant))
+    return json_response(render(await update(svc, request.match_info["id"], body)))
 
 
 async def delete_tenant(request: web.Request) -> web.Response:
@@ -150,6 +160,7 @@ async def delete_tenant(request: web.Request) -> web.Response:
     tenant_id = request.match_info["id"]
     await svc.store.delete_tenant(tenant_id)
     svc.registry.invalidate(tenant_id)
+    await delete_tenant_endpoint(svc.store, svc.registry, tenant_id, svc.clock())  # its operational events'
     return no_content()
 
 

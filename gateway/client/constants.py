@@ -48,3 +48,4 @@ DEFAULT_MANAGEMENT_DEADLINE_S: Final = 30.0
 RESET_DELTA_MAX_S: Final = 1_000_000_000
 
 ERROR_MESSAGE_MAX_CHARS: Final = 300  # of a message the SDK copies from an answer into an error
+MAX_ANSWER_BYTES: Final = 8 * 1024 * 1024  # of one answer of the gateway, decoded: past it, ProtocolError

@@ -39,9 +39,18 @@ def aiohttp_handler(
     async def handle(request: web.Request) -> web.StreamResponse:
         if _over(receiver, request.content_length):
             status, payload = _too_large(receiver)
-        else:
-            # aiohttp bounds the body itself (`client_max_size`, 1 MiB by default).
-            status, payload = await receiver.answer_async(await request.read(), request.headers, handler)
+            return web.json_response(payload, status=status)
+        # Read by hand, not `request.read()`: a chunked body's size is learnt while reading, and
+        # aiohttp's own bound (`client_max_size`) answers a plain-text 413 of its own.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > receiver.max_body_bytes:
+                status, payload = _too_large(receiver)
+                return web.json_response(payload, status=status)
+            chunks.append(chunk)
+        status, payload = await receiver.answer_async(b"".join(chunks), request.headers, handler)
         return web.json_response(payload, status=status)
 
     return handle

@@ -63,9 +63,12 @@ class _Reader:
 
     def when(self, key: str) -> datetime:
         try:
-            return datetime.fromisoformat(self.text(key))
+            value = datetime.fromisoformat(self.text(key))
         except ValueError:
             raise self._wrong(key, "an ISO-8601 time") from None
+        if value.tzinfo is None:  # a naive time would fail later, compared with an aware one
+            raise self._wrong(key, "an ISO-8601 time with its offset")
+        return value
 
     def opt_when(self, key: str) -> datetime | None:
         return None if self.obj.get(key) is None else self.when(key)

@@ -24,6 +24,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from tenacity import RetryCallState, retry_if_exception_type
@@ -123,35 +124,48 @@ def _retry_after(value: str | None, now: float) -> float | None:
         return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:  # asctime, or "-0000": an HTTP-date is GMT, never local time
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - now)
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year past C's range
         return None
-    return max(0.0, when.timestamp() - now)
 
 
 class Pacer:
     """What the SDK knows of one of the gateway's buckets, from the answers it got."""
 
-    __slots__ = ("_lock", "limit", "remaining", "reset_at")
+    __slots__ = ("_lock", "_seen", "_sent", "limit", "remaining", "reset_at")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # a sync client may be shared by threads
+        self._sent = 0  # tickets given to requests
+        self._seen = 0  # the ticket of the latest request whose answer was taken in
         self.limit: int | None = None
         self.remaining: int | None = None
         self.reset_at: float | None = None
 
-    def observe(self, info: RateLimitInfo) -> None:
-        """Take in the headers of an answer; an answer without them changes nothing.
+    def ticket(self) -> int:
+        """A number for a request about to be sent, rising with each: hand it to `observe`."""
+        with self._lock:
+            self._sent += 1
+            return self._sent
 
-        The gateway's reset time never goes back as it serves requests (each spends a token,
-        and refilling moves `now` and the missing tokens together), so an answer with an
-        earlier reset than one already seen was overtaken on the way: it is stale. With the
-        same reset, the lower count wins, including this client's own count of calls sent."""
+    def observe(self, info: RateLimitInfo, ticket: int) -> None:
+        """Take in the headers of the answer to request `ticket`; an answer without them
+        changes nothing.
+
+        An answer to a request sent before one whose answer was already taken in was overtaken
+        on the way: it is stale. The order is the client's own, not told by the answers' reset
+        times, so that one odd reset (an hour away, from a proxy or from before the limit was
+        raised) cannot make every later answer look stale. With the same reset, the lower count
+        wins, including this client's own count of calls sent."""
         if info.remaining is None:
             return
         with self._lock:
+            if ticket < self._seen:
+                return
+            self._seen = ticket
             if self.reset_at is not None and info.reset_at is not None:
-                if info.reset_at < self.reset_at:
-                    return
                 if info.reset_at == self.reset_at and self.remaining is not None:
                     self.remaining = min(self.remaining, info.remaining)
                     self.limit = info.limit

@@ -10,9 +10,10 @@
     app.add_url_rule("/credentials-exchange", view_func=receiver.flask(on_token_sync),
                      methods=["POST"])                                             # Flask (sync handler)
 
-Verification is Standard Webhooks v1, as gateway/signing.py does it (constant-time compare,
-any of the space-separated signatures, a timestamp within the tolerance either way). A
-request that fails it is answered `401`, a body that is not the point's event `400`, a body
+Verification is Standard Webhooks v1 with a `whsec_` secret, as gateway/signing.py does it
+(constant-time compare, any of the space-separated signatures, a timestamp within the
+tolerance either way), or v1a with a v1a hook's `whpk_` public key (gateway/client/ed25519.py).
+A request that fails it is answered `401`, a body that is not the point's event `400`, a body
 over the limit `413`, each with `{statusCode, error, message}`; an exception in the handler
 is the framework's (a `500`, which the gateway counts as a failed attempt and retries).
 """
@@ -25,9 +26,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from gateway.signing import DEFAULT_TOLERANCE_S, HEADER_ID, HEADER_TIMESTAMP, SignatureError, Signer
+from gateway.signing import DEFAULT_TOLERANCE_S, HEADER_ID, HEADER_TIMESTAMP, SignatureError
 
 from .answers import Envelope, success
+from .ed25519 import Verifier
 from .errors import BodyTooLarge, EventInvalid, ReceiverError, SignatureInvalid
 from .events import Event
 
@@ -60,11 +62,12 @@ class Receiver(Generic[E]):
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`secret`: the hook's `whsec_` signing secret (GET /api/v2/hooks/{id}/signing-secret),
-        or several, e.g. the old and the new one while you switch. `tolerance_s`: how far the
-        delivery's timestamp may be from `clock()`, either way, in seconds."""
+        or a v1a hook's `whpk_` public key, or several, e.g. the old and the new one while you
+        switch. `tolerance_s`: how far the delivery's timestamp may be from `clock()`, either
+        way, in seconds."""
         self.event_type = event_type
         self.max_body_bytes = max_body_bytes
-        self._signer = Signer([secret] if isinstance(secret, str) else list(secret))
+        self._signer = Verifier([secret] if isinstance(secret, str) else list(secret))
         self._tolerance_s = tolerance_s
         self._clock = clock
 
@@ -77,6 +80,8 @@ class Receiver(Generic[E]):
             self._signer.verify(body, headers, now=int(self._clock()), tolerance_s=self._tolerance_s)
         except SignatureError as exc:
             raise SignatureInvalid(f"webhook signature refused: {exc}") from None
+        except ValueError:  # a timestamp of thousands of digits, an id that is not UTF-8
+            raise SignatureInvalid("webhook signature refused: malformed webhook headers") from None
         lowered = {k.lower(): v for k, v in headers.items() if k.lower() in (HEADER_ID, HEADER_TIMESTAMP)}
         try:
             decoded = json.loads(body)

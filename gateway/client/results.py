@@ -113,8 +113,11 @@ def read_emitted(payload: Any, *, replayed: bool) -> Emitted:
     event_id = body.get("eventId")
     if not isinstance(event_id, str):
         raise ProtocolError('"eventId" is missing from the gateway\'s answer')
+    items = body.get("deliveries", [])
+    if not isinstance(items, list):
+        raise ProtocolError('"deliveries" in the gateway\'s answer is not an array')
     refs: list[DeliveryRef] = []
-    for item in body.get("deliveries", []):
+    for item in items:
         item = _object(item, "a delivery")
         hook_id, delivery_id = item.get("hookId"), item.get("deliveryId")
         if not isinstance(hook_id, str) or not isinstance(delivery_id, str):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -21,7 +22,8 @@ import anyio
 import httpx
 from tenacity import AsyncRetrying, Retrying
 
-from .constants import USER_AGENT
+from . import deadline
+from .constants import MAX_ANSWER_BYTES, USER_AGENT
 from .errors import DeadlineExceeded, ProtocolError, TransportError, api_error
 from .ratelimit import Clock, Pacers, RateLimitInfo, RateLimitPolicy, pacing_wait, retry_options
 
@@ -34,6 +36,7 @@ AsyncSleep = Callable[[float], Awaitable[None]]
 
 _NO_BODY: Any = object()
 MIN_REQUEST_TIMEOUT_S = 0.001  # httpx refuses a timeout of 0
+_HEADER_VALUE = re.compile(r"[!-~]+(?: +[!-~]+)*")  # visible ASCII, inner spaces: what h11 sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +57,7 @@ def read_json(response: httpx.Response) -> Any:
     """The answer's JSON; `ProtocolError` when it is not JSON."""
     try:
         return json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise ProtocolError(f"the gateway's answer to {response.request.url.path} is not JSON") from None
 
 
@@ -90,13 +93,21 @@ class _Core:
     def pace(self, call: Call[Any], deadline_at: float) -> float:
         return pacing_wait(self.pacers[call.bucket], self.policy, self.clock(), deadline_at)
 
-    def build(
-        self, http: httpx.Client | httpx.AsyncClient, call: Call[Any], deadline_at: float
-    ) -> httpx.Request:
+    def left(self, call: Call[Any], deadline_at: float) -> float:
+        """Seconds left before the deadline; `DeadlineExceeded` when none are."""
         left = deadline_at - self.clock()
         if left <= 0:
             raise DeadlineExceeded(f"{call.method} {call.path}: the deadline passed before it was sent")
+        return left
+
+    def build(
+        self, http: httpx.Client | httpx.AsyncClient, call: Call[Any], deadline_at: float
+    ) -> httpx.Request:
+        left = self.left(call, deadline_at)
         token = self.token() if callable(self.token) else self.token
+        if not _HEADER_VALUE.fullmatch(token):
+            # Checked here: httpx and h11 refuse it too, but in an error that quotes the token.
+            raise TransportError(f"{call.method} {call.path}: not sent: the token is no valid header value")
         headers = {"Authorization": f"Bearer {token}", **call.headers}
         return http.build_request(
             call.method,
@@ -107,24 +118,57 @@ class _Core:
             timeout=httpx.Timeout(max(left, MIN_REQUEST_TIMEOUT_S)),
         )
 
-    def settle(self, call: Call[T], response: httpx.Response, attempt: int) -> T:
+    def ticket(self, call: Call[Any]) -> int:
+        """The number of a request about to be sent, for `settle` (see `Pacer.observe`)."""
+        return self.pacers[call.bucket].ticket()
+
+    def settle(self, call: Call[T], response: httpx.Response, attempt: int, ticket: int) -> T:
         """Read the answer: the rate-limit headers always, then the result or the error."""
         info = RateLimitInfo.parse(response.headers, self.clock())
-        self.pacers[call.bucket].observe(info)
+        self.pacers[call.bucket].observe(info, ticket)
         if response.status_code == 429:
             raise info.error(f"{call.method} {call.path}: rate limited by the gateway", attempts=attempt)
         if response.status_code >= 400:
             try:
                 body = json.loads(response.content)
-            except ValueError:
+            except (ValueError, RecursionError):
                 body = None
             raise api_error(response.status_code, body)
+        if response.status_code >= 300:  # not followed: a redirect is no answer of the gateway's
+            status = response.status_code
+            raise ProtocolError(f"{call.method} {call.path}: the gateway answered HTTP {status}")
         return call.read(response)
+
+
+class _Body:
+    """An answer's body as it is read, bounded by `MAX_ANSWER_BYTES` once decoded."""
+
+    def __init__(self, call: Call[Any]) -> None:
+        self.call = call
+        self.chunks: list[bytes] = []
+        self.size = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > MAX_ANSWER_BYTES:
+            raise ProtocolError(
+                f"{self.call.method} {self.call.path}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+            )
+        self.chunks.append(chunk)
+
+    def response(self, streamed: httpx.Response) -> httpx.Response:
+        """The answer with its whole body, decoded (so without its Content-Encoding)."""
+        headers = [(k, v) for k, v in streamed.headers.raw if k.lower() != b"content-encoding"]
+        return httpx.Response(
+            streamed.status_code, headers=headers, content=b"".join(self.chunks), request=streamed.request
+        )
 
 
 def _translate(call: Call[Any], exc: httpx.HTTPError) -> TransportError:
     if isinstance(exc, httpx.TimeoutException):
         return DeadlineExceeded(f"{call.method} {call.path}: no answer within the call's deadline")
+    if isinstance(exc, httpx.LocalProtocolError):  # h11 quotes the header value it refused
+        return TransportError(f"{call.method} {call.path}: not sent: a header value is not valid HTTP")
     return TransportError(f"{call.method} {call.path}: {type(exc).__name__}: {exc}")
 
 
@@ -148,8 +192,8 @@ class Session:
                            rng=rng)
         self._sleep = sleep
         self._http = httpx.Client(
-            base_url=base_url, transport=transport, verify=verify, headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
+            base_url=base_url, transport=transport or deadline.transport(verify), verify=verify,
+            headers={"User-Agent": USER_AGENT}, follow_redirects=False,
         )
 
     def run(self, call: Call[T]) -> T:
@@ -161,11 +205,19 @@ class Session:
                 if wait > 0:
                     self._sleep(wait)
                 request = core.build(self._http, call, deadline_at)
-                try:
-                    response = self._http.send(request)
-                except httpx.HTTPError as exc:
-                    raise _translate(call, exc) from None
-                return core.settle(call, response, attempt.retry_state.attempt_number)
+                ticket = core.ticket(call)
+                body = _Body(call)
+                with deadline.deadline(core.left(call, deadline_at)):
+                    try:
+                        streamed = self._http.send(request, stream=True)
+                        try:
+                            for chunk in streamed.iter_bytes():
+                                body.add(chunk)
+                        finally:
+                            streamed.close()
+                    except httpx.HTTPError as exc:
+                        raise _translate(call, exc) from None
+                return core.settle(call, body.response(streamed), attempt.retry_state.attempt_number, ticket)
         raise AssertionError("unreachable: tenacity re-raises the last error when it stops")
 
     def close(self) -> None:
@@ -209,11 +261,22 @@ class AsyncSession:
                 if wait > 0:
                     await self._sleep(wait)
                 request = core.build(self._http, call, deadline_at)
-                try:
-                    response = await self._http.send(request)
-                except httpx.HTTPError as exc:
-                    raise _translate(call, exc) from None
-                return core.settle(call, response, attempt.retry_state.attempt_number)
+                ticket = core.ticket(call)
+                body = _Body(call)
+                # httpx's timeouts are per read: the cancel scope holds the whole request to the deadline.
+                with anyio.move_on_after(core.left(call, deadline_at)) as scope:
+                    try:
+                        streamed = await self._http.send(request, stream=True)
+                        try:
+                            async for chunk in streamed.aiter_bytes():
+                                body.add(chunk)
+                        finally:
+                            await streamed.aclose()
+                    except httpx.HTTPError as exc:
+                        raise _translate(call, exc) from None
+                if scope.cancelled_caught:
+                    raise DeadlineExceeded(f"{call.method} {call.path}: no answer within the call's deadline")
+                return core.settle(call, body.response(streamed), attempt.retry_state.attempt_number, ticket)
         raise AssertionError("unreachable: tenacity re-raises the last error when it stops")
 
     async def aclose(self) -> None:

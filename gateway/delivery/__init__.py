@@ -45,10 +45,12 @@ async def workers_context(app: web.Application) -> AsyncIterator[None]:
     engine = DeliveryEngine(
         svc.settings, svc.store, svc.registry, transport, clock=svc.clock,
         rng=svc.extras.get("rng"), metrics=svc.metrics, announce=lambda: svc.bus.publish(WORK),
+        cipher=svc.cipher,
     )
     app[ENGINE] = engine
     # An `api` instance only takes events in; its notify still wakes the `worker` instances.
     runs_workers = svc.settings.server.role != "api" and svc.extras.get("start_workers", True)
+    await engine.ops.prepare()  # the operator's operational events endpoint, as [events] says
     if runs_workers:
         svc.bus.subscribe(WORK, lambda _payload: engine.notify(announce=False))
         svc.bus.subscribe(RESET, lambda _payload: engine.notify(announce=False))

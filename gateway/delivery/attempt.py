@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import points
+from .. import points, tracing
 from ..egress import MAX_STORED_BODY_BYTES
 from ..errors import AnswerTimeout, ApiError, ConnectTimeout, DestinationRefused, TransportError
 from ..registry import LiveHook
@@ -35,6 +35,8 @@ class AttemptResult:
     # request. The outbound client does not send it again; the caller records this attempt and
     # may make a new one at once (most often the receiver had closed the connection as idle).
     closed_reused: bool = False
+    # The answer's headers (names in lower case), for the dashboard's test runner.
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -82,7 +84,7 @@ def error_note(answer: points.Answer) -> str | None:
     return f"receiver answered an error: {answer.error_name}: {answer.error_message or ''}"[:1000]
 
 
-async def send(
+def send(
     transport: Transport,
     url: str,
     body: bytes,
@@ -91,8 +93,43 @@ async def send(
     timeout_s: float,
     body_cap: int,
     clock: Callable[[], float] = time.time,
+) -> Awaitable[AttemptResult]:
+    """POST once; never raises for anything the receiver or network does. With tracing on, in a
+    span of its own whose `traceparent` the receiver gets (gateway/tracing.py); off, no
+    coroutine of its own is added to the call."""
+    if tracing.ENABLED:
+        return _traced_send(transport, url, body, headers, timeout_s=timeout_s, body_cap=body_cap,
+                            clock=clock)
+    return _send(transport, url, body, headers, timeout_s=timeout_s, body_cap=body_cap, clock=clock)
+
+
+async def _traced_send(
+    transport: Transport,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str] | bytes,
+    *,
+    timeout_s: float,
+    body_cap: int,
+    clock: Callable[[], float],
 ) -> AttemptResult:
-    """POST once; never raises for anything the receiver or network does."""
+    with tracing.outbound(url):
+        result = await _send(transport, url, body, tracing.with_traceparent(headers), timeout_s=timeout_s,
+                             body_cap=body_cap, clock=clock)
+        tracing.answered(result.status_code, result.error)
+        return result
+
+
+async def _send(
+    transport: Transport,
+    url: str,
+    body: bytes,
+    headers: Mapping[str, str] | bytes,
+    *,
+    timeout_s: float,
+    body_cap: int,
+    clock: Callable[[], float],
+) -> AttemptResult:
     started = clock()
     t0 = time.perf_counter()
     status: int | None = None
@@ -102,6 +139,7 @@ async def send(
     retry_after: float | None = None
     error: str | None = None
     closed_reused = False
+    answer_headers: Mapping[str, str] = {}
     try:
         target = transport.target(url)  # BadRequest when the URL's policy check refuses it
         answer = await transport.post(target, body, headers, timeout_s=timeout_s, body_cap=body_cap)
@@ -138,6 +176,7 @@ async def send(
         rate_limit=rate_limit,
         retry_after=retry_after,
         closed_reused=closed_reused,
+        headers=answer_headers,
     )
 
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ..store.base import Store
+
+log = logging.getLogger("gateway.delivery")
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 PAUSE_REFRESH_S = 1.0  # a destination's pause is read from the store at most this often
@@ -55,12 +58,17 @@ class Pauses:
             return None
         return until
 
-    async def pause(self, tenant_id: str, dest: str, until: float) -> None:
+    async def pause(self, tenant_id: str, dest: str, until: float) -> bool:
+        """Pause the destination until `until`; True when this began a pause (none was recorded,
+        here or by another instance): the news for `destination.paused`."""
         key = (tenant_id, dest)
         if self._local.get(key, 0.0) >= until:
-            return
+            return False
+        if self.until(tenant_id, dest) is None:  # not paused until now: a change of state
+            log.warning("destination %s paused for %.0f s by its receiver's rate-limit headers", dest,
+                        until - self._clock(), extra={"destination": dest, "paused_until": until})
         self._local[key] = until
-        await self._store.set_pause(tenant_id, dest, until)
+        return await self._store.start_pause(tenant_id, dest, until)
 
     async def check(self, tenant_id: str, dest: str) -> float | None:
         """The end of the pause of a destination, including pauses other instances wrote."""

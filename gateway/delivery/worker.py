@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import points
+from .. import logs, points, tracing
+from ..crypto import Cipher
 from ..egress import MAX_SYNC_BODY_BYTES
 from ..metrics import Metrics
 from ..registry import HookRegistry, LiveHook
@@ -27,6 +28,8 @@ from ..store.base import Store
 from ..store.models import PARKED_AT, RATE_AHEAD_S, Attempt, Claimed, Delivery, Outcome
 from ..transport import Transport
 from .attempt import AttemptResult, error_note, render_body, request_headers, send
+from .control import Control
+from .ops_events import OpsEvents
 from .schedule import clamp_pause, pause_until, rate_limited_delay, wait_schedule_jitter
 from .throttle import Pauses, destination
 
@@ -51,6 +54,7 @@ class DeliveryEngine:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         announce: Callable[[], None] | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
         self.settings = settings
         self._announce = announce  # tells the other instances (gateway/coordination.py)
@@ -62,6 +66,10 @@ class DeliveryEngine:
         self.cfg = settings.delivery
         self.wait = wait_schedule_jitter(self.cfg.retry_schedule, self.cfg.jitter, rng)
         self.pauses = Pauses(store, clock=clock)
+        # Operational events (`cipher`: to set up the operator's endpoint) and what a receiver's
+        # answer and a hook's history decide beyond one attempt (gateway/delivery/control.py).
+        self.ops = OpsEvents(settings, store, registry, cipher=cipher, clock=clock, notify=self.notify)
+        self.control = Control(settings, store, registry, self.ops, clock=clock, disable=self.disable_hook)
         self.owner = f"{os.getpid()}-{os.urandom(4).hex()}"
         self._wakes: list[asyncio.Event] = []
         self._stopping = False
@@ -81,6 +89,7 @@ class DeliveryEngine:
             self._wakes.append(wake)
             self._tasks.append(asyncio.create_task(self._worker(wake), name=f"delivery-worker-{n}"))
         self._tasks.append(asyncio.create_task(self._purger(), name="delivery-purger"))
+        self._tasks.append(asyncio.create_task(self.ops.watch_pauses(), name="delivery-pause-watch"))
         self._keeper = asyncio.create_task(self._keep_leases(), name="delivery-leases")
 
     def notify(self, *, announce: bool = True) -> None:
@@ -230,7 +239,9 @@ class DeliveryEngine:
         did = item.delivery.id
         if did in self._inflight:  # still in flight here (its lease had run out): let it finish
             return
-        task = asyncio.create_task(self._deliver(item), name=f"delivery-{did}")
+        run = self._deliver(item)  # with tracing on, in a span continuing the ingest's trace
+        task = asyncio.create_task(tracing.delivery_attempt(item, run) if tracing.ENABLED else run,
+                                   name=f"delivery-{did}")
         self._inflight[did] = task
         mine.add(task)
         task.add_done_callback(mine.discard)
@@ -283,6 +294,7 @@ class DeliveryEngine:
 
     async def _deliver(self, item: Claimed) -> None:
         d = item.delivery
+        logs.bind(tenant_id=d.tenant_id, hook_id=d.hook_id, event_id=d.event_id, delivery_id=d.id)
         try:
             outcome = await self._attempt(item)
         except asyncio.CancelledError:
@@ -298,6 +310,8 @@ class DeliveryEngine:
             outcome = self._failure(item, reason, uses_attempt=True, result=None)
             outcome.attempt = record
         outcome.hook_id = d.hook_id
+        await self.ops.for_outcome(item, outcome)  # stored before the outcome: at least once
+        tracing.outcome(outcome)
         try:
             await self.store.record_outcomes([outcome], self.clock(), owner=self.owner)
         except asyncio.CancelledError:
@@ -309,8 +323,8 @@ class DeliveryEngine:
             self._finished.add(d.hook_id)  # a slot of its hook is free: the next claim looks
         if outcome.status == "succeeded":
             self.delivered += 1
-        if outcome.attempt is not None:
-            self.metrics.attempted(outcome.status)
+        self.metrics.attempted(outcome)
+        logs.attempt(outcome)
 
     async def _attempt(self, item: Claimed) -> Outcome:
         checked = await self._check(item.delivery)
@@ -320,7 +334,7 @@ class DeliveryEngine:
         if rate:
             await self._await_turn(checked.hook.id, rate, item.not_before)
         result = await self._send(checked, item)
-        return await self._classify(item, checked, result)
+        return await self.control.judged(item, checked, result, await self._classify(item, checked, result))
 
     async def _await_turn(self, hook_id: str, rate: float, not_before: float | None) -> None:
         """A rate-limited hook's turn: the claim handed it out (at most `RATE_AHEAD_S` ahead),
@@ -389,8 +403,8 @@ class DeliveryEngine:
         now = self.clock()
         asked = pause_until(result.rate_limit, self.cfg.ratelimit_remaining_threshold, now)
         until = clamp_pause(asked, now, self.cfg.max_pause)
-        if until is not None:
-            await self.pauses.pause(d.tenant_id, destination(live.hook.url), until)
+        if until is not None and await self.pauses.pause(d.tenant_id, destination(live.hook.url), until):
+            await self.ops.paused(d.tenant_id, destination(live.hook.url), until, live.hook.id)
         status = result.status_code
         if result.ok:
             try:
@@ -466,6 +480,7 @@ class DeliveryEngine:
                                      self.clock())
         self.registry.invalidate(hook.tenant_id)
         log.warning("hook %s disabled: %s", hook.id, reason)
+        await self.ops.hook_disabled(hook, reason)
 
 
 async def _settle(tasks: Any) -> None:

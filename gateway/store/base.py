@@ -8,12 +8,17 @@ from typing import Any, Protocol
 
 from .models import (
     Attempt,
+    AttemptSample,
+    Backlog,
     Claimed,
+    DashboardSession,
     Delivery,
     Hook,
     HookMaterial,
     Outcome,
     Page,
+    Pause,
+    QueueGauges,
     SigningSecret,
     SyncRecord,
     Tenant,
@@ -45,10 +50,12 @@ class Store(Protocol):
         single_enabled: bool = False,
         max_per_point: int | None = None,
         max_hooks: int | None = None,
+        signing_public_key: str | None = None,
     ) -> Hook:
-        """Insert a hook. Refused in the insert's transaction: a second enabled hook of its point
-        with `single_enabled` (409); the tenant's `max_per_point`-th hook on its point or
-        `max_hooks`-th hook in all already there (403, naming the quota)."""
+        """Insert a hook with its first signing secret (`signing_public_key`: the `whpk_` key of
+        a v1a hook's private key, None for v1). Refused in the insert's transaction: a second
+        enabled hook of its point with `single_enabled` (409); the tenant's `max_per_point`-th
+        hook on its point or `max_hooks`-th hook in all already there (403, naming the quota)."""
         ...
 
     async def get_hook(self, tenant_id: str, hook_id: str) -> Hook | None: ...
@@ -101,8 +108,19 @@ class Store(Protocol):
         ...
 
     async def rotate_signing_secret(
-        self, tenant_id: str, hook_id: str, new_value: str, *, grace_until: float, now: float
-    ) -> None: ...
+        self,
+        tenant_id: str,
+        hook_id: str,
+        new_value: str,
+        *,
+        grace_until: float,
+        now: float,
+        public_key: str | None = None,
+    ) -> None:
+        """A new current signing key, v1a when it has a `public_key` (else v1): in the same
+        transaction the hook's `signature_scheme` becomes the key's, and the previous current key
+        signs on until `grace_until`."""
+        ...
 
     async def ingest(
         self,
@@ -118,12 +136,14 @@ class Store(Protocol):
         idempotency_ttl_s: float = 86400.0,
         response: str | None = None,
         status: str = "pending",
+        traceparent: str | None = None,
     ) -> str | None:
         """Store an event and one delivery per (delivery id, hook id), atomically.
 
         With an idempotency key already used (and not expired) by the tenant, stores nothing
         and returns the first request's stored response (`Conflict` when that request was for
-        another point); otherwise returns None."""
+        another point); otherwise returns None. `traceparent`: the ingest's trace context, kept
+        with the event and handed back with each claimed delivery (`Claimed.traceparent`)."""
         ...
 
     async def claim_due(
@@ -222,8 +242,68 @@ class Store(Protocol):
 
     async def purge(self, *, before: float, now: float, batch: int = ...) -> int:
         """Delete finished deliveries, their attempts and events older than `before`, and expired
-        idempotency keys and pauses. Pending deliveries and their events are kept. Works in
-        transactions of at most `batch` deliveries, so concurrent ingests keep committing."""
+        idempotency keys (ended pauses are removed by `end_pauses`, which announces each). Pending
+        deliveries and their events are kept. Works in transactions of at most `batch`
+        deliveries, so concurrent ingests keep committing."""
         ...
 
     async def backlog(self) -> int: ...
+
+    # -- the dashboard ----------------------------------------------------------------------
+
+    async def create_session(self, session: DashboardSession) -> None:
+        """Store a new dashboard session (sessions whose lifetime has ended are deleted too)."""
+        ...
+
+    async def get_session(self, token_hash: str) -> DashboardSession | None:
+        """The session of that token hash, expired or not (the caller decides, by its clock)."""
+        ...
+
+    async def touch_session(self, token_hash: str, now: float) -> None:
+        """Record activity: the idle timeout counts from `now`."""
+        ...
+
+    async def delete_session(self, token_hash: str) -> None: ...
+
+    async def attempt_samples(
+        self, tenant_id: str, hook_id: str, *, since: float, created_since: float, limit: int
+    ) -> list[AttemptSample]:
+        """Attempts to the tenant's hook started at or after `since`, of its deliveries created
+        at or after `created_since`; at most `limit`, in no particular order."""
+        ...
+
+    async def list_pauses(self, now: float, *, tenant_id: str | None = None, limit: int = 100) -> list[Pause]:
+        """Destinations paused now, of one tenant or of all; the longest pause first."""
+        ...
+
+    async def backlog_by_tenant(self, *, limit: int = 100) -> list[Backlog]:
+        """Pending deliveries per tenant, the largest backlog first."""
+        ...
+
+    # -- metrics --------------------------------------------------------------------------
+
+    async def queue_gauges(self, now: float) -> QueueGauges:
+        """Pending deliveries by state (due, scheduled, in_flight, parked), when the oldest was
+        created, destinations paused at `now`, disabled hooks (by the gateway, by their tenant):
+        read by `/metrics` at each scrape, so from indexes only where the tables can grow."""
+        ...
+
+    # -- operating it (gateway/delivery/ops_events.py, gateway/delivery/control.py) -----------
+
+    async def disable_failing_hook(
+        self, tenant_id: str, hook_id: str, *, failing_before: float, reason: str, now: float
+    ) -> bool:
+        """Disable the hook with `reason` if it is enabled, its run of failed attempts (kept by
+        `record_outcomes`: `hooks.failing_since`, started by a failed attempt that used a try,
+        cleared by a success) began at or before `failing_before`, and it was not edited since
+        then. Its pending deliveries are parked as for any disable. True when this call did it."""
+        ...
+
+    async def start_pause(self, tenant_id: str, destination: str, until: float) -> bool:
+        """`set_pause`, and whether this began a pause (none was recorded for the destination)
+        rather than lengthened one: several instances pausing at once see True once."""
+        ...
+
+    async def end_pauses(self, now: float) -> list[Pause]:
+        """Remove the pauses that have run out and return them, each to one caller only."""
+        ...

@@ -41,6 +41,7 @@ def hook_from_row(row: Sequence[Any]) -> Hook:
         disabled_reason=row[12],
         created_at=row[13],
         updated_at=row[14],
+        signature_scheme=row[15],
     )
 
 

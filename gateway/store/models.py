@@ -50,6 +50,9 @@ class Hook:
     disabled_reason: str | None
     created_at: float
     updated_at: float
+    # The Standard Webhooks scheme of the current signing key: "v1" (HMAC-SHA256, `whsec_`) or
+    # "v1a" (Ed25519, `whsk_`/`whpk_`); it changes only with that key (gateway/api/signing_secrets.py).
+    signature_scheme: str = "v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class SigningSecret:
     value: str  # ciphertext in the store, plaintext once decrypted by the caller
     created_at: float
     expires_at: float | None  # None: the current secret
+    public_key: str | None = None  # `whpk_...` of a v1a key (not secret); None for a v1 secret
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,7 @@ class Claimed:
     body: bytes
     throttled: int = 0  # 429s in a row from the hook's receiver when it was claimed
     not_before: float | None = None  # a rate-limited hook's turn, a few ms ahead: send then
+    traceparent: str | None = None  # the ingest's W3C trace context, stored with the event (tracing.py)
 
 
 @dataclass(slots=True)  # not frozen: built per request (gateway/store/models.py)
@@ -152,3 +157,56 @@ class SyncRecord:
     body: bytes
     created_at: float
     rows: list[SyncRow]
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSession:
+    """A signed-in dashboard user (gateway/dashboard/sessions.py). Only the SHA-256 of the
+    session's token is stored: a copy of the table signs nobody in."""
+
+    token_hash: str  # hex SHA-256 of the cookie's token
+    tenant_id: str | None  # None: an operator without a tenant
+    subject: str  # who signed in (the IdP's `sub`, or the token's)
+    display_name: str  # shown in the page header
+    scopes: frozenset[str]  # the Management API scopes the session acts with
+    method: str  # "oidc" | "token"
+    created_at: float
+    last_seen_at: float
+    expires_at: float  # the bounded lifetime's end, whatever the activity
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptSample:
+    """One attempt to a hook, as a health chart counts it."""
+
+    started_at: float
+    duration_ms: float
+    status_code: int | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A destination paused by its receiver's rate-limit headers."""
+
+    tenant_id: str
+    destination: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """One tenant's pending deliveries."""
+
+    tenant_id: str
+    pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueGauges:
+    """What `/metrics` reads from the database when it is scraped (gateway/metrics.py)."""
+
+    pending: dict[str, int]  # pending deliveries by state: due, scheduled, in_flight, parked
+    oldest_pending_at: float | None  # when the oldest pending delivery was created; None: none
+    paused_destinations: int  # destinations paused now by their receivers' rate-limit headers
+    disabled_hooks: dict[str, int]  # disabled hooks by who disabled them: gateway, tenant

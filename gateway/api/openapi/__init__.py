@@ -40,7 +40,8 @@ def document() -> dict[str, Any]:
         "jsonSchemaDialect": "https://spec.openapis.org/oas/3.1/dialect/base",
         "tags": [
             {"name": n}
-            for n in ("hooks", "secrets", "deliveries", "tenants", "ingest", "egress", "operations")
+            for n in ("hooks", "secrets", "deliveries", "operational-events", "tenants", "ingest", "egress",
+                      "operations")
         ],
         "paths": paths,
         "components": {

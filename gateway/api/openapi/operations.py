@@ -312,6 +312,51 @@ def _delivery_ops() -> list[Op]:
     ]
 
 
+def _operational_event_ops() -> list[Op]:
+    tag, path = "operational-events", "/api/v2/operational-events"
+    writes = ("PayloadTooLarge", "UnsupportedMediaType")
+    about = ("The tenant's endpoint for operational events (`delivery.failing`, `delivery.exhausted`, "
+             "`delivery.recovered`, `hook.disabled`, `destination.paused`, `destination.resumed`), each "
+             "`{type, timestamp, data}` signed with Standard Webhooks and delivered durably.")
+    return [
+        Op(
+            "get", path, "getOperationalEventsEndpoint", "Get the operational events endpoint",
+            tag=tag, scope=SCOPE_READ, errors=("NotFound",), description=about,
+            responses={"200": answer("The endpoint.", schema("OperationalEventsEndpoint"))},
+        ),
+        Op(
+            "put", path, "setOperationalEventsEndpoint", "Set the operational events endpoint",
+            tag=tag, scope=SCOPE_UPDATE, errors=writes,
+            body=json_body(schema("OperationalEventsEndpointSet")),
+            description=f"{about} The URL passes the egress rules of a hook's URL; a new endpoint gets a "
+            "new signing secret, and setting it again enables it (the gateway disables it as a hook).",
+            responses={
+                "200": answer("The endpoint, changed.", schema("OperationalEventsEndpoint")),
+                "201": answer("The endpoint, new.", schema("OperationalEventsEndpoint")),
+            },
+        ),
+        Op(
+            "delete", path, "deleteOperationalEventsEndpoint", "Remove the operational events endpoint",
+            tag=tag, scope=SCOPE_UPDATE, errors=("NotFound",),
+            description="Its events not yet delivered are cancelled.",
+            responses={"204": answer("Removed.")},
+        ),
+        Op(
+            "get", f"{path}/signing-secret", "getOperationalEventsSigningSecret",
+            "Get the operational events signing secret", tag=tag, scope=SCOPE_READ, errors=("NotFound",),
+            responses={"200": answer("The `whsec_` secret and those still in their grace period.",
+                                     schema("SigningSecret"))},
+        ),
+        Op(
+            "post", f"{path}/signing-secret/rotate", "rotateOperationalEventsSigningSecret",
+            "Rotate the operational events signing secret", tag=tag, scope=SCOPE_UPDATE,
+            body=json_body(schema("SigningSecretRotate"), required=False), errors=("NotFound", *writes),
+            description="The old secret keeps signing beside the new one for the grace period.",
+            responses={"200": answer("The new secret.", schema("SigningSecret"))},
+        ),
+    ]
+
+
 def _tenant_ops() -> list[Op]:
     tag = "tenants"
     note = "Needs an operator token (no `tenant` claim)."
@@ -445,6 +490,20 @@ def _public_ops() -> list[Op]:
     return [
         Op(
             "get",
+            "/v1/signing-keys/{tenant}/{id}",
+            "getPublicSigningKeys",
+            "A v1a hook's public signing keys",
+            tag="hooks",
+            scope=None,
+            params=("tenant", "id"),
+            errors=("NotFound", "TooManyRequests"),
+            description="For the hook's receivers, without a token: the `whpk_` keys that verify its "
+            "`v1a` signatures. `404` alike for an unknown tenant or hook, another tenant's hook, "
+            "and a hook with no v1a key. Cacheable for a few minutes.",
+            responses={"200": answer("The public keys.", schema("PublicSigningKeys"))},
+        ),
+        Op(
+            "get",
             "/v1/ip-ranges",
             "getIpRanges",
             "The gateway's egress addresses",
@@ -525,4 +584,5 @@ def shared_errors(ops: list[Op]) -> list[str]:
 
 
 def operations() -> list[Op]:
-    return [*_hook_ops(), *_secret_ops(), *_delivery_ops(), *_tenant_ops(), *_ingest_ops(), *_public_ops()]
+    return [*_hook_ops(), *_secret_ops(), *_delivery_ops(), *_operational_event_ops(), *_tenant_ops(),
+            *_ingest_ops(), *_public_ops()]

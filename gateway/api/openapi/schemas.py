@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from ... import points, quotas
+from ...delivery.ops_events import TYPES
+from ...signing import SCHEMES
 from ...store.models import MAX_SECRETS_PER_HOOK
 from ...web import TIME_MAX_S, TIME_MIN_S
 from .. import deliveries, hooks, secrets, signing_secrets, tenants
@@ -82,6 +84,15 @@ def _hook_fields() -> dict[str, Schema]:
             "description": "`auth0`: the point's body unchanged; `standard`: Standard Webhooks' "
             "`{type, timestamp, data}` envelope.",
         },
+        "signatureScheme": {
+            "type": "string",
+            "enum": list(SCHEMES),
+            "default": "v1",
+            "description": "Standard Webhooks signatures: `v1` (HMAC-SHA256 with a `whsec_` secret) "
+            "or `v1a` (Ed25519: receivers verify with the `whpk_` public key; the private key "
+            "never leaves the gateway). A change is a rotation to a new key of that scheme; the "
+            "old key keeps signing for [delivery] signing_grace.",
+        },
     }
 
 
@@ -132,6 +143,12 @@ def _hook_schemas() -> dict[str, Schema]:
 
 def _secret_schemas() -> dict[str, Schema]:
     name = {"type": "string", "maxLength": secrets.NAME_MAX, "pattern": SECRET_NAME_PATTERN}
+    scheme = {"type": "string", "enum": list(SCHEMES)}
+    public_key = {
+        "type": "string",
+        "pattern": "^whpk_[A-Za-z0-9+/]{43}=$",
+        "description": "A `v1a` key's Ed25519 public key: `whpk_` and the base64 of its 32 bytes.",
+    }
     return {
         "SecretValues": {
             "type": "object",
@@ -154,25 +171,52 @@ def _secret_schemas() -> dict[str, Schema]:
         "SecretNameList": {"type": "array", "minItems": 1, "items": {"type": "string"}},
         "SigningSecret": obj(
             {
+                "scheme": scheme,
                 "secret": {
                     "type": "string",
-                    "pattern": "^whsec_",
-                    "description": "The Standard Webhooks key that signs every request.",
+                    "pattern": "^(whsec_|whpk_)",
+                    "description": "What a receiver verifies every request with: the `whsec_` "
+                    "secret of a `v1` hook, the `whpk_` public key of a `v1a` hook (its `whsk_` "
+                    "private key is never shown).",
                 },
-                "createdAt": timestamp("When this secret was made."),
+                "publicKey": public_key,
+                "createdAt": timestamp("When this key was made."),
                 "previous": {
                     "type": "array",
-                    "description": "Older secrets still signing during their grace period.",
+                    "description": "Older keys still signing during their grace period (a `v1` "
+                    "secret is not shown again; a `v1a` key's public key is).",
                     "items": obj(
                         {
+                            "scheme": scheme,
+                            "publicKey": public_key,
                             "createdAt": timestamp("When it was made."),
                             "expiresAt": timestamp("When it stops signing."),
                         },
-                        ["createdAt", "expiresAt"],
+                        ["scheme", "createdAt", "expiresAt"],
                     ),
                 },
             },
-            ["secret", "createdAt", "previous"],
+            ["scheme", "secret", "createdAt", "previous"],
+        ),
+        "PublicSigningKeys": obj(
+            {
+                "scheme": {"const": "v1a"},
+                "keys": {
+                    "type": "array",
+                    "minItems": 1,
+                    "description": "The current key (`expiresAt` null), then those still signing.",
+                    "items": obj(
+                        {
+                            "publicKey": public_key,
+                            "createdAt": timestamp("When it was made."),
+                            "expiresAt": nullable("string", format="date-time",
+                                                  description="When it stops signing; null: current."),
+                        },
+                        ["publicKey", "createdAt", "expiresAt"],
+                    ),
+                },
+            },
+            ["scheme", "keys"],
         ),
         "SigningSecretRotate": obj(
             {
@@ -190,6 +234,25 @@ def _secret_schemas() -> dict[str, Schema]:
 
 def _quota(description: str) -> Schema:
     return nullable("integer", minimum=1, maximum=quotas.MAX_OVERRIDE, description=description)
+
+
+def _operational_event_schemas() -> dict[str, Schema]:
+    url: Schema = {"type": "string", "format": "uri", "maxLength": hooks.URL_MAX,
+                   "description": "Where operational events are POSTed (the egress rules of hook URLs)."}
+    return {
+        "OperationalEventsEndpoint": obj(
+            {
+                "url": url,
+                "enabled": {"type": "boolean", "description": "False once the gateway disabled it."},
+                "disabledReason": nullable("string", description="Why the gateway disabled it."),
+                "types": {"type": "array", "items": {"enum": list(TYPES)}, "description": "What it is sent."},
+                "createdAt": timestamp("When it was set first."),
+                "updatedAt": timestamp("When it last changed."),
+            },
+            ["url", "enabled", "disabledReason", "types", "createdAt", "updatedAt"],
+        ),
+        "OperationalEventsEndpointSet": obj({"url": url}, ["url"]),
+    }
 
 
 def _tenant_schemas() -> dict[str, Schema]:
@@ -586,6 +649,7 @@ def components() -> dict[str, Schema]:
         **_hook_schemas(),
         **_secret_schemas(),
         **_tenant_schemas(),
+        **_operational_event_schemas(),
         **_delivery_schemas(),
         **_event_schemas(),
         **_envelope_schemas(),

@@ -13,13 +13,20 @@ from ..models import MAX_SECRETS_PER_HOOK
 from . import schema
 from .database import Database, redact
 from .deliveries import DeliveryQueries
+from .gauges import GaugeQueries
+from .health import HealthQueries
 from .hooks import HookQueries
 from .lanes import LANE_DUE_SQL
+from .operational import OperationalQueries
 from .schema import SchemaNotReady
+from .sessions import SessionQueries
 from .tenants import TenantQueries
 
 
-class PostgresStore(TenantQueries, HookQueries, DeliveryQueries):
+class PostgresStore(
+    TenantQueries, HookQueries, DeliveryQueries, SessionQueries, HealthQueries, GaugeQueries,
+    OperationalQueries,
+):
     """Implements `gateway.store.base.Store` on PostgreSQL."""
 
     def __init__(

@@ -13,13 +13,18 @@ from typing import Any
 
 from ...errors import Conflict
 from ..models import PARKED_AT, Outcome
-from . import lanes
+from . import lanes, operational
 from .database import clean
 from .rows import ATTEMPT_COLUMNS, DELIVERY_COLUMNS, attempt_values
 
 INSERT_EVENTS = (
     "INSERT INTO events (id, tenant_id, trigger_id, body, created_at)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[])"
+)
+# Ingested events carry the ingest's trace context (gateway/tracing.py); recorded blocking ones do not.
+_INSERT_TRACED_EVENTS = (
+    "INSERT INTO events (id, tenant_id, trigger_id, body, created_at, traceparent)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[], $6::text[])"
 )
 INSERT_DELIVERIES = (
     f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
@@ -90,6 +95,7 @@ class Ingest:
     idempotency_ttl_s: float
     response: str | None
     status: str
+    traceparent: str | None = None
 
 
 Outcomes = tuple[Sequence[Outcome], float, str | None]
@@ -113,9 +119,9 @@ async def run_ingests(c: Any, items: list[Ingest]) -> list[str | None]:
     if not stored:
         return results
     await c.execute(
-        INSERT_EVENTS,
+        _INSERT_TRACED_EVENTS,
         [it.event_id for it in stored], [it.tenant_id for it in stored], [it.trigger_id for it in stored],
-        [it.body for it in stored], [it.now for it in stored],
+        [it.body for it in stored], [it.now for it in stored], [it.traceparent for it in stored],
     )
     rows = [(it, did, hid) for it in stored for did, hid in it.deliveries]
     if rows:
@@ -203,6 +209,7 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
             run = []
             await lanes.wake_deliveries(c, [o.delivery_id], now)
     await lanes.after_outcomes(c, run)
+    await operational.note_attempts(c, [(o, now) for o, now, _ in flat])  # the hooks' runs of failures
     attempts = [(o.delivery_id, *attempt_values(o.attempt)) for o, _, _ in flat if o.attempt is not None]
     if attempts and once:
         await c.execute(_ATTEMPTS, *(list(column) for column in zip(*attempts, strict=True)))

@@ -62,15 +62,17 @@ class DeliveryQueries:
         idempotency_ttl_s: float = 86400.0,
         response: str | None = None,
         status: str = "pending",
+        traceparent: str | None = None,
     ) -> str | None:
         """Store an event and one delivery per (delivery id, hook id), atomically.
 
         With an idempotency key already used (and not expired) by the tenant, stores nothing
         and returns the first request's stored response (`Conflict` when that request was for
-        another point, or with another body); otherwise returns None."""
+        another point, or with another body); otherwise returns None. `traceparent` is kept
+        with the event."""
         return await self._ingests.submit(
             Ingest(tenant_id, trigger_id, event_id, body, deliveries, kind, float(now), idempotency_key,
-                    float(idempotency_ttl_s), response, status)
+                    float(idempotency_ttl_s), response, status, traceparent)
         )
 
     async def claim_due(
@@ -424,9 +426,10 @@ class DeliveryQueries:
 
     async def purge(self, *, before: float, now: float, batch: int = PURGE_BATCH) -> int:
         """Delete finished deliveries, their attempts and events older than `before`, and expired
-        idempotency keys and pauses. Pending deliveries and their events are kept. Works in
-        transactions of at most `batch` deliveries (and `batch` events), so the hot tables are
-        never locked for long and concurrent ingests keep committing."""
+        idempotency keys (ended pauses are removed by `end_pauses`, which announces each). Pending
+        deliveries and their events are kept. Works in transactions of at most `batch` deliveries
+        (and `batch` events), so the hot tables are never locked for long and concurrent ingests
+        keep committing."""
         before, now = float(before), float(now)
 
         async def deliveries(c: Any) -> int:
@@ -459,7 +462,6 @@ class DeliveryQueries:
 
         async def rest(c: Any) -> None:
             await c.execute("DELETE FROM idempotency_keys WHERE expires_at <= $1", now)
-            await c.execute("DELETE FROM destination_pauses WHERE until <= $1", now)
             await c.execute(
                 "DELETE FROM signing_secrets WHERE expires_at IS NOT NULL AND expires_at <= $1", now
             )

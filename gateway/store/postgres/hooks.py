@@ -26,7 +26,8 @@ from .rows import (
 )
 
 _INSERT_SIGNING_SECRET = (
-    "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at) VALUES ($1, $2, $3, NULL)"  # noqa: S105
+    "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at, public_key)"  # noqa: S105
+    " VALUES ($1, $2, $3, NULL, $4)"
 )
 
 
@@ -45,8 +46,10 @@ class HookQueries:
         single_enabled: bool = False,
         max_per_point: int | None = None,
         max_hooks: int | None = None,
+        signing_public_key: str | None = None,
     ) -> Hook:
-        """Insert a hook and its first signing secret. With `single_enabled`, an enabled hook is
+        """Insert a hook and its first signing secret (with its `whpk_` public key when the hook
+        signs v1a). With `single_enabled`, an enabled hook is
         refused (409) when another hook of its point is enabled; with `max_per_point` or
         `max_hooks`, a hook past the tenant's quota is refused (403). Both are checked under a
         lock of the tenant's row, so concurrent creates (on any instance) cannot both pass."""
@@ -64,11 +67,12 @@ class HookQueries:
                     hook.trigger_id,
                 )
                 if other is not None:
-                    raise Conflict(f"only one {hook.trigger_id} hook can be enabled; {other!r} already is")
+                    raise Conflict(f"only one {hook.trigger_id} hook can be enabled; {other!r} already is",
+                                   field="enabled")
             try:
                 await c.execute(
                     f"INSERT INTO hooks ({HOOK_COLUMNS})"  # noqa: S608
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
                     hook.id,
                     hook.tenant_id,
                     hook.name,
@@ -84,9 +88,10 @@ class HookQueries:
                     hook.disabled_reason,
                     float(hook.created_at),
                     float(hook.updated_at),
+                    hook.signature_scheme,
                 )
             except asyncpg.UniqueViolationError:
-                raise Conflict(f"a hook named {hook.name!r} already exists") from None
+                raise Conflict(f"a hook named {hook.name!r} already exists", field="name") from None
             except asyncpg.ForeignKeyViolationError:
                 raise NotFound(f"tenant {shown(hook.tenant_id)} not found") from None
             await c.execute(
@@ -94,6 +99,7 @@ class HookQueries:
                 hook.id,
                 signing_secret,
                 float(hook.created_at),
+                signing_public_key,
             )
             return hook
 
@@ -176,7 +182,8 @@ class HookQueries:
                 )
                 if other is not None:
                     raise Conflict(
-                        f"only one {single_enabled_trigger} hook can be enabled; {other!r} already is"
+                        f"only one {single_enabled_trigger} hook can be enabled; {other!r} already is",
+                        field="enabled",
                     )
             sets, args = ["updated_at = $1"], [now]
             for key, value in changes.items():
@@ -190,7 +197,8 @@ class HookQueries:
                     hook_id,
                 )
             except asyncpg.UniqueViolationError:
-                raise Conflict(f"a hook named {changes.get('name')!r} already exists") from None
+                raise Conflict(f"a hook named {changes.get('name')!r} already exists",
+                                   field="name") from None
             after = hook_from_row(after_row)
             if before.enabled and not after.enabled:
                 # Parked: pending deliveries wait, without using attempts, until re-enabled. One
@@ -273,11 +281,13 @@ class HookQueries:
                 secrets[r[0]][r[1]] = r[2]
             signing: dict[str, list[SigningSecret]] = {h: [] for h in ids}
             for r in await c.fetch(
-                "SELECT hook_id, value, created_at, expires_at FROM signing_secrets"
+                "SELECT hook_id, value, created_at, expires_at, public_key FROM signing_secrets"
                 " WHERE hook_id = ANY($1::text[]) ORDER BY id DESC",
                 ids,
             ):
-                signing[r[0]].append(SigningSecret(value=r[1], created_at=r[2], expires_at=r[3]))
+                signing[r[0]].append(
+                    SigningSecret(value=r[1], created_at=r[2], expires_at=r[3], public_key=r[4])
+                )
             return [HookMaterial(hook=h, secrets=secrets[h.id], signing=signing[h.id]) for h in hooks]
 
         return await self.db.read(op)
@@ -350,10 +360,10 @@ class HookQueries:
         async def op(c: Any) -> list[SigningSecret]:
             await require_hook(c, tenant_id, hook_id)
             return [
-                SigningSecret(value=r[0], created_at=r[1], expires_at=r[2])
+                SigningSecret(value=r[0], created_at=r[1], expires_at=r[2], public_key=r[3])
                 for r in await c.fetch(
-                    "SELECT value, created_at, expires_at FROM signing_secrets WHERE hook_id = $1"
-                    " AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC",
+                    "SELECT value, created_at, expires_at, public_key FROM signing_secrets"
+                    " WHERE hook_id = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY id DESC",
                     hook_id,
                     float(now),
                 )
@@ -362,9 +372,19 @@ class HookQueries:
         return await self.db.read(op)
 
     async def rotate_signing_secret(
-        self, tenant_id: str, hook_id: str, new_value: str, *, grace_until: float, now: float
+        self,
+        tenant_id: str,
+        hook_id: str,
+        new_value: str,
+        *,
+        grace_until: float,
+        now: float,
+        public_key: str | None = None,
     ) -> None:
+        """A new current signing key (v1a when it has a `public_key`, else v1): the hook's scheme
+        becomes the key's; the previous current key signs on until `grace_until`."""
         now = float(now)
+        scheme = "v1" if public_key is None else "v1a"
 
         async def op(c: Any) -> None:
             # Locked: two rotations at once would leave two current secrets.
@@ -382,8 +402,11 @@ class HookQueries:
                 hook_id,
                 new_value,
                 now,
+                public_key,
             )
-            await c.execute("UPDATE hooks SET updated_at = $1 WHERE id = $2", now, hook_id)
+            await c.execute(
+                "UPDATE hooks SET updated_at = $1, signature_scheme = $2 WHERE id = $3", now, scheme, hook_id
+            )
 
         await self.db.write(op)
 

@@ -296,17 +296,19 @@ async def _settle_all(
 
 
 async def _load(c: Any, picked: list[tuple[Any, int, float | None]]) -> list[Claimed]:
-    """The claimed deliveries with their event bodies, in the order they were picked."""
+    """The claimed deliveries with their event bodies (and trace contexts), in the order they
+    were picked."""
     if not picked:
         return []
     event_ids = list({row[2] for row, _, _ in picked})
-    found = await c.fetch("SELECT id, body FROM events WHERE id = ANY($1::text[])", event_ids)
-    bodies = {r[0]: bytes(r[1]) for r in found}
+    found = await c.fetch("SELECT id, body, traceparent FROM events WHERE id = ANY($1::text[])", event_ids)
+    events = {r[0]: (bytes(r[1]), r[2]) for r in found}
     out = []
     for row, throttled, not_before in picked:
         d = delivery_from_row(row)
-        out.append(Claimed(delivery=d, body=bodies.get(d.event_id, b"{}"), throttled=throttled,
-                           not_before=not_before))
+        body, traceparent = events.get(d.event_id, (b"{}", None))
+        out.append(Claimed(delivery=d, body=body, throttled=throttled, not_before=not_before,
+                           traceparent=traceparent))
     return out
 
 

@@ -6,12 +6,19 @@ from __future__ import annotations
 from ..database import Database, sqlite_path
 from ..models import MAX_SECRETS_PER_HOOK
 from .deliveries import DeliveryQueries
+from .gauges import GaugeQueries
+from .health import HealthQueries
 from .hooks import HookQueries
 from .lanes import LANE_DUE_SQL
+from .operational import OperationalQueries
+from .sessions import SessionQueries
 from .tenants import TenantQueries
 
 
-class SqliteStore(TenantQueries, HookQueries, DeliveryQueries):
+class SqliteStore(
+    TenantQueries, HookQueries, DeliveryQueries, SessionQueries, HealthQueries, GaugeQueries,
+    OperationalQueries,
+):
     """Implements `gateway.store.base.Store` on SQLite."""
 
     def __init__(self, url: str, *, busy_timeout_s: float = 5.0, synchronous: str = "FULL") -> None:

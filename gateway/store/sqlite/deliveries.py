@@ -20,7 +20,7 @@ from ..models import (
     SyncRecord,
 )
 from ..purging import paced
-from . import lanes
+from . import lanes, operational
 from .rows import (
     DELIVERY_COLUMNS,
     PURGE_BATCH,
@@ -53,12 +53,13 @@ class DeliveryQueries:
         idempotency_ttl_s: float = 86400.0,
         response: str | None = None,
         status: str = "pending",
+        traceparent: str | None = None,
     ) -> str | None:
         """Store an event and one delivery per (delivery id, hook id), atomically.
 
         With an idempotency key already used (and not expired) by the tenant, stores nothing
         and returns the first request's stored response (`Conflict` when that request was for
-        another point); otherwise returns None.
+        another point); otherwise returns None. `traceparent` is kept with the event.
         """
 
         def op(c: sqlite3.Connection) -> str | None:
@@ -90,8 +91,9 @@ class DeliveryQueries:
                     ),
                 )
             c.execute(
-                "INSERT INTO events (id, tenant_id, trigger_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
-                (event_id, tenant_id, trigger_id, body, now),
+                "INSERT INTO events (id, tenant_id, trigger_id, body, created_at, traceparent)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (event_id, tenant_id, trigger_id, body, now, traceparent),
             )
             c.executemany(
                 f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
@@ -183,6 +185,7 @@ class DeliveryQueries:
                 )
                 c.execute(sql, args if owner is None else (*args, owner))
                 lanes.after_outcome(c, o, now)
+                operational.note_attempt(c, o, now)  # the hook's run of failures (auto-disable)
                 if o.next_attempt_at is not None and o.next_attempt_at >= PARKED_AT:
                     lanes.wake_deliveries(c, [o.delivery_id], now)  # due now unless it was parked
                 if o.attempt is None:
@@ -472,9 +475,10 @@ class DeliveryQueries:
 
     async def purge(self, *, before: float, now: float, batch: int = PURGE_BATCH) -> int:
         """Delete finished deliveries, their attempts and events older than `before`, and expired
-        idempotency keys and pauses. Pending deliveries and their events are kept. Works in
-        transactions of at most `batch` deliveries (and `batch` events): SQLite has one writer,
-        so each is short and the ingests waiting behind it keep committing (scenario 7)."""
+        idempotency keys (ended pauses are removed by `end_pauses`, which announces each). Pending
+        deliveries and their events are kept. Works in transactions of at most `batch` deliveries
+        (and `batch` events): SQLite has one writer, so each is short and the ingests waiting
+        behind it keep committing (scenario 7)."""
 
         def deliveries(c: sqlite3.Connection) -> int:
             done = c.execute(
@@ -494,7 +498,6 @@ class DeliveryQueries:
 
         def rest(c: sqlite3.Connection) -> None:
             c.execute("DELETE FROM idempotency_keys WHERE expires_at <= ?", (now,))
-            c.execute("DELETE FROM destination_pauses WHERE until <= ?", (now,))
             c.execute("DELETE FROM signing_secrets WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
 
         removed = 0

@@ -44,8 +44,10 @@ class HookQueries:
         single_enabled: bool = False,
         max_per_point: int | None = None,
         max_hooks: int | None = None,
+        signing_public_key: str | None = None,
     ) -> Hook:
-        """Insert a hook and its first signing secret. With `single_enabled`, an enabled hook is
+        """Insert a hook and its first signing secret (with its `whpk_` public key when the hook
+        signs v1a). With `single_enabled`, an enabled hook is
         refused (409) when another hook of its point is enabled; with `max_per_point` or
         `max_hooks`, a hook past the tenant's quota is refused (403). Both are checked in the
         transaction of the insert, so concurrent creates cannot both pass at the edge."""
@@ -59,11 +61,12 @@ class HookQueries:
                     (hook.tenant_id, hook.trigger_id),
                 ).fetchone()
                 if other:
-                    raise Conflict(f"only one {hook.trigger_id} hook can be enabled; {other[0]!r} already is")
+                    raise Conflict(f"only one {hook.trigger_id} hook can be enabled; {other[0]!r} already is",
+                                   field="enabled")
             try:
                 c.execute(
                     f"INSERT INTO hooks ({HOOK_COLUMNS})"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         hook.id,
                         hook.tenant_id,
@@ -80,15 +83,17 @@ class HookQueries:
                         hook.disabled_reason,
                         hook.created_at,
                         hook.updated_at,
+                        hook.signature_scheme,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
                 if is_unique_violation(exc):
-                    raise Conflict(f"a hook named {hook.name!r} already exists") from None
+                    raise Conflict(f"a hook named {hook.name!r} already exists", field="name") from None
                 raise
             c.execute(
-                "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at) VALUES (?, ?, ?, NULL)",
-                (hook.id, signing_secret, hook.created_at),
+                "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at, public_key)"
+                " VALUES (?, ?, ?, NULL, ?)",
+                (hook.id, signing_secret, hook.created_at, signing_public_key),
             )
             return hook
 
@@ -165,7 +170,8 @@ class HookQueries:
                 ).fetchone()
                 if other:
                     raise Conflict(
-                        f"only one {single_enabled_trigger} hook can be enabled; {other[0]!r} already is"
+                        f"only one {single_enabled_trigger} hook can be enabled; {other[0]!r} already is",
+                        field="enabled",
                     )
             sets, args = ["updated_at = ?"], [now]
             for key, value in changes.items():
@@ -175,7 +181,8 @@ class HookQueries:
                 c.execute(f"UPDATE hooks SET {', '.join(sets)} WHERE id = ?", (*args, hook_id))  # noqa: S608
             except sqlite3.IntegrityError as exc:
                 if is_unique_violation(exc):
-                    raise Conflict(f"a hook named {changes.get('name')!r} already exists") from None
+                    raise Conflict(f"a hook named {changes.get('name')!r} already exists",
+                                   field="name") from None
                 raise
             after = hook_from_row(
                 c.execute(f"SELECT {HOOK_COLUMNS} FROM hooks WHERE id = ?", (hook_id,)).fetchone()  # noqa: S608
@@ -245,10 +252,10 @@ class HookQueries:
                     )
                 )
                 signing = [
-                    SigningSecret(value=r[0], created_at=r[1], expires_at=r[2])
+                    SigningSecret(value=r[0], created_at=r[1], expires_at=r[2], public_key=r[3])
                     for r in c.execute(
-                        "SELECT value, created_at, expires_at FROM signing_secrets WHERE hook_id = ?"
-                        " ORDER BY id DESC",
+                        "SELECT value, created_at, expires_at, public_key FROM signing_secrets"
+                        " WHERE hook_id = ? ORDER BY id DESC",
                         (hook.id,),
                     )
                 ]
@@ -318,10 +325,10 @@ class HookQueries:
         def op(c: sqlite3.Connection) -> list[SigningSecret]:
             require_hook(c, tenant_id, hook_id)
             return [
-                SigningSecret(value=r[0], created_at=r[1], expires_at=r[2])
+                SigningSecret(value=r[0], created_at=r[1], expires_at=r[2], public_key=r[3])
                 for r in c.execute(
-                    "SELECT value, created_at, expires_at FROM signing_secrets WHERE hook_id = ?"
-                    " AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
+                    "SELECT value, created_at, expires_at, public_key FROM signing_secrets"
+                    " WHERE hook_id = ? AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC",
                     (hook_id, now),
                 )
             ]
@@ -329,8 +336,19 @@ class HookQueries:
         return await self.db.read(op)
 
     async def rotate_signing_secret(
-        self, tenant_id: str, hook_id: str, new_value: str, *, grace_until: float, now: float
+        self,
+        tenant_id: str,
+        hook_id: str,
+        new_value: str,
+        *,
+        grace_until: float,
+        now: float,
+        public_key: str | None = None,
     ) -> None:
+        """A new current signing key (v1a when it has a `public_key`, else v1): the hook's scheme
+        becomes the key's; the previous current key signs on until `grace_until`."""
+        scheme = "v1" if public_key is None else "v1a"
+
         def op(c: sqlite3.Connection) -> None:
             require_hook(c, tenant_id, hook_id)
             c.execute(
@@ -339,10 +357,13 @@ class HookQueries:
             )
             c.execute("DELETE FROM signing_secrets WHERE hook_id = ? AND expires_at <= ?", (hook_id, now))
             c.execute(
-                "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at) VALUES (?, ?, ?, NULL)",
-                (hook_id, new_value, now),
+                "INSERT INTO signing_secrets (hook_id, value, created_at, expires_at, public_key)"
+                " VALUES (?, ?, ?, NULL, ?)",
+                (hook_id, new_value, now, public_key),
             )
-            c.execute("UPDATE hooks SET updated_at = ? WHERE id = ?", (now, hook_id))
+            c.execute(
+                "UPDATE hooks SET updated_at = ?, signature_scheme = ? WHERE id = ?", (now, scheme, hook_id)
+            )
 
         await self.db.write(op)
 

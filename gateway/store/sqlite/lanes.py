@@ -191,17 +191,20 @@ def claim(
 
 
 def _load(c: sqlite3.Connection, picked: list[_Picked]) -> list[Claimed]:
-    """The claimed deliveries with their event bodies, in the order they were picked."""
+    """The claimed deliveries with their event bodies (and trace contexts), in the order they
+    were picked."""
     if not picked:
         return []
     event_ids = list({row[2] for row, _, _ in picked})
     marks = ",".join("?" * len(event_ids))
-    bodies = dict(c.execute(f"SELECT id, body FROM events WHERE id IN ({marks})", event_ids))  # noqa: S608
+    events = {r[0]: (r[1], r[2]) for r in c.execute(
+        f"SELECT id, body, traceparent FROM events WHERE id IN ({marks})", event_ids)}  # noqa: S608
     out = []
     for row, throttled, not_before in picked:
         d = delivery_from_row(row)
-        out.append(Claimed(delivery=d, body=bodies.get(d.event_id, b"{}"), throttled=throttled,
-                           not_before=not_before))
+        body, traceparent = events.get(d.event_id, (b"{}", None))
+        out.append(Claimed(delivery=d, body=body, throttled=throttled, not_before=not_before,
+                           traceparent=traceparent))
     return out
 
 

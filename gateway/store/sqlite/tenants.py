@@ -123,7 +123,8 @@ class TenantQueries:
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = ?)",
                 (tenant_id,),
             )
-            for table in ("deliveries", "events", "idempotency_keys", "destination_pauses", "replays"):
+            for table in ("deliveries", "events", "idempotency_keys", "destination_pauses", "replays",
+                          "dashboard_sessions"):
                 c.execute(f"DELETE FROM {table} WHERE tenant_id = ?", (tenant_id,))  # noqa: S608 - fixed names
 
         await self.db.write(op)
