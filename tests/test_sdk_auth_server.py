@@ -32,6 +32,10 @@ from gateway.client import (
     Unauthorized,
 )
 
+# The SDK's behaviour does not depend on the gateway's database: one backend is enough (the
+# gateway's own paths run on both in their own tests).
+pytestmark = pytest.mark.sqlite_only
+
 CE = {"audience": "https://api.example.com", "client": {"id": "c1", "name": "App"}, "scope": ["read"]}
 SIGNUP = {
     "user": {"tenant": "acme", "email": "jane@example.com", "user_metadata": {}, "app_metadata": {}},

@@ -19,6 +19,10 @@ import httpx
 import pytest
 from conftest import Gateway
 
+# The SDK's behaviour does not depend on the gateway's database: one backend is enough (the
+# gateway's own paths run on both in their own tests).
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "receivers"
 START_TIMEOUT_S = 20.0

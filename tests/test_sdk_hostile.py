@@ -37,6 +37,10 @@ from gateway.client import (
 from gateway.client import Receiver as WebhookReceiver
 from gateway.signing import new_signing_secret
 
+# The SDK's behaviour does not depend on the gateway's database: one backend is enough (the
+# gateway's own paths run on both in their own tests).
+pytestmark = pytest.mark.sqlite_only
+
 EMITTED = json.dumps({"eventId": "evt_1", "deliveries": []}).encode()
 CREATED = {"user": {"id": "u1", "email": "jane@example.com"}, "context": {"connection": {"id": "con_1"}}}
 T0 = 1_900_000_000.0  # a whole second, so that HTTP dates built from it are exact

@@ -17,6 +17,10 @@ from gateway.auth import SCOPE_FORWARD
 from gateway.client import AsyncManagementClient, AuthServerClient, Conflict, ManagementClient, NotFound
 from gateway.settings import Settings
 
+# The SDK's behaviour does not depend on the gateway's database: one backend is enough (the
+# gateway's own paths run on both in their own tests).
+pytestmark = pytest.mark.sqlite_only
+
 CREATED = {"user": {"id": "u1", "email": "jane@example.com"}, "context": {"connection": {"id": "con_1"}}}
 
 

@@ -28,6 +28,10 @@ from gateway.client import (
 )
 from gateway.settings import Settings
 
+# The SDK's behaviour does not depend on the gateway's database: one backend is enough (the
+# gateway's own paths run on both in their own tests).
+pytestmark = pytest.mark.sqlite_only
+
 # Three calls saved up, one more a second: the fourth call in a row meets the limit.
 LOW = {"management_rate": 1.0, "management_burst": 3, "ingest_rate": 1.0, "ingest_burst": 3}
 CE = {"audience": "https://api.example.com", "client": {"id": "c1", "name": "App"}, "scope": ["read"]}

@@ -43,6 +43,10 @@ from gateway.client import (
 )
 from gateway.client import Receiver as WebhookReceiver
 
+# The SDK's behaviour does not depend on the gateway's database: one backend is enough (the
+# gateway's own paths run on both in their own tests).
+pytestmark = pytest.mark.sqlite_only
+
 ROOT = Path(__file__).resolve().parent.parent
 CE = {
     "audience": "https://api.example.com",
