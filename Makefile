@@ -50,5 +50,11 @@ bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]' || echo "py-spy not installed: the benchmark runs without a profile"
 	$(BIN)/python -m bench
 
+## soak: run one gateway under a steady mixed load (outside CI) and report RSS, open files and
+## backlog every 10 s; MINUTES=10 BACKEND=sqlite|postgres SOAK_OUT=file
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10) --backend $(or $(BACKEND),sqlite) $(if $(SOAK_OUT),--out $(SOAK_OUT))
+
 clean:
 	rm -rf $(VENV) tests/node/node_modules tests/oidc/node_modules integrations/node_modules data .pytest_cache .mypy_cache .ruff_cache
