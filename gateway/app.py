@@ -1,9 +1,10 @@
-"""`create_app(settings)`: routes, middlewares, and the cleanup contexts that own the
-database, the outbound client and the delivery workers."""
+"""`create_app(settings)`: routes, middlewares, the cleanup contexts that own the database,
+the outbound client and the delivery workers, and the drain a SIGTERM runs (gateway/server.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -24,25 +25,42 @@ from .api import (
 from .context import SERVICES, Services, services
 from .coordination import RESET, TENANT
 from .crypto import cipher_from_settings
-from .errors import Forbidden, ServiceUnavailable
+from .delivery import ENGINE
+from .errors import Forbidden, ServiceUnavailable, cannot_write
+from .ingest import INTAKE, Intake
 from .invoke import INVOKER, Invoker
 from .middleware import guard
 from .peers import contains, peer_address
+from .server import DRAIN
 from .settings import Settings
 from .store import open_store
 from .store.base import Store
 from .transport import Transport
-from .web import json_response
+from .web import BODY_TIMEOUT, json_response
+
+log = logging.getLogger("gateway.shutdown")
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """`200` while the process serves; `503` once a SIGTERM has closed the intake, like
+    `/readyz`: a balancer that checks blocking points on `/healthz` (examples/haproxy.cfg)
+    stops sending them here while what is in flight finishes."""
+    intake = request.app[INTAKE]
+    if not intake.open:
+        raise intake.refusal()
     return json_response({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
+    intake = request.app[INTAKE]
+    if not intake.open:
+        raise intake.refusal()
     try:
-        await services(request).store.ping()
+        await services(request).store.ping()  # raises, too, while writes fail (disk full, ...)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        reason = cannot_write(exc)
+        if reason is not None:
+            raise ServiceUnavailable(f"database cannot be written: {reason}") from None
         raise ServiceUnavailable(f"database not reachable: {type(exc).__name__}") from None
     return json_response({"status": "ready"})
 
@@ -53,6 +71,24 @@ async def metrics(request: web.Request) -> web.Response:
         raise Forbidden("metrics are not served to this address")
     await svc.metrics.refresh(svc.store, svc.clock())  # the gauges read from the database
     return web.Response(body=svc.metrics.render(), headers={"Content-Type": svc.metrics.content_type})
+
+
+async def drain(app: web.Application, grace_s: float, cut_short: asyncio.Event) -> None:
+    """SIGTERM: forwards are refused from now on (`503`); blocking calls and sends in flight get
+    `grace_s` to finish (less if `cut_short` is set), while what the workers claimed but have
+    not begun is given back at once; sends cut off are recorded and given back too."""
+    app[INTAKE].close()
+    engine = app.get(ENGINE)
+    inside, *stopped = await asyncio.gather(
+        app[INTAKE].wait_empty(grace_s, cut_short),
+        *([engine.stop(grace_s, cut_short=cut_short)] if engine is not None else []),
+        return_exceptions=True,
+    )
+    if isinstance(inside, int) and inside:
+        log.warning("shutdown: %d forwards still in progress at the end of the grace time", inside)
+    for failed in (inside, *stopped):
+        if isinstance(failed, BaseException):
+            log.error("shutdown: draining failed", exc_info=failed)
 
 
 def create_app(
@@ -74,6 +110,9 @@ def create_app(
         handler_args={"max_field_size": 16384},
     )
     app[SERVICES] = svc
+    app[INTAKE] = Intake()
+    app[DRAIN] = lambda grace_s, cut_short: drain(app, grace_s, cut_short)
+    app[BODY_TIMEOUT] = float(settings.server.body_timeout)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         await svc.store.open()

@@ -161,6 +161,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(_demo_banner(settings), flush=True)
     from .app import create_app  # noqa: PLC0415
     from .server import run  # noqa: PLC0415
+    from .tls import server_context  # noqa: PLC0415
 
     app = create_app(settings)
     tune_gc()
@@ -173,6 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=logging.getLogger("gateway.access") if settings.server.access_log else None,
             shutdown_timeout=settings.server.shutdown_timeout,
             on_ready=lambda url: log.info("serving on %s", url),
+            ssl_context=server_context(settings.server.tls_cert, settings.server.tls_key),  # HTTPS, or None
         )
     finally:
         tracing.shutdown()  # export the spans still queued

@@ -12,6 +12,7 @@
     │   ├── UriTooLong        414   request line too long for the HTTP server
     │   ├── TooManyRequests   429   own rate limit or in-flight cap (carries retry_after)
     │   └── RequestHeaderFieldsTooLarge  431   a header line too long, or too many of them
+    ├── StorageFault                the database cannot store anything now (reason: disk full, ...)
     ├── DestinationRefused          the egress guard refused an address (address, range)
     ├── TransportError              an outbound request failed below HTTP (connect, protocol)
     │   ├── ConnectTimeout          no connection within the connect timeout
@@ -24,6 +25,7 @@ Only `ApiError` reaches a client as-is; everything else is translated at one bou
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 
@@ -103,6 +105,13 @@ class Conflict(ApiError):
     error = "Conflict"
 
 
+class RequestTimeout(ApiError):
+    """The caller did not send its whole body in time (gateway/web.py closes the connection)."""
+
+    status = 408
+    error = "Request Timeout"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     error = "Payload Too Large"
@@ -151,9 +160,59 @@ _UNAVAILABLE_NAMES = frozenset({
 })
 
 
+# Failures that mean "the database cannot store anything right now", whatever was asked: a full
+# disk, a lock held by someone else past the busy timeout, a file or file system gone read-only,
+# an I/O error. They clear by themselves (or by an operator) and the same write then succeeds.
+# SQLite's primary result codes (the low byte of `sqlite_errorcode`):
+_SQLITE_CANNOT_WRITE = {
+    5: "database locked",  # SQLITE_BUSY: another connection held the lock past busy_timeout
+    6: "database locked",  # SQLITE_LOCKED
+    7: "out of memory",  # SQLITE_NOMEM
+    8: "database read-only",  # SQLITE_READONLY
+    10: "disk I/O error",  # SQLITE_IOERR: EIO, EPERM of an immutable file, EROFS, ...
+    13: "disk full",  # SQLITE_FULL
+    14: "database file cannot be opened",  # SQLITE_CANTOPEN (its -wal or -shm file)
+    15: "database locked",  # SQLITE_PROTOCOL: the WAL's locks kept changing hands
+}
+# PostgreSQL's SQLSTATEs (asyncpg's errors carry `sqlstate`):
+_POSTGRES_CANNOT_WRITE = {
+    "53100": "disk full",  # disk_full: a relation or a temporary file could not grow
+    "53200": "out of memory",
+    "58030": "disk I/O error",  # io_error
+    "25006": "database read-only",  # read_only_sql_transaction: a standby, after a failover
+}
+
+
+class StorageFault(GatewayError):
+    """The database cannot store anything now; `reason` says why (`cannot_write`'s words)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database cannot be written: {reason}")
+        self.reason = reason
+
+
+def cannot_write(exc: BaseException) -> str | None:
+    """Why the database cannot store anything now ("disk full", "database locked", ...) when
+    `exc` is such a failure, of SQLite or PostgreSQL; None otherwise."""
+    if isinstance(exc, StorageFault):
+        return exc.reason
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return _SQLITE_CANNOT_WRITE.get(code & 0xFF) if isinstance(code, int) else None
+    state = getattr(exc, "sqlstate", None)
+    return _POSTGRES_CANNOT_WRITE.get(state) if isinstance(state, str) else None
+
+
 def database_unavailable(exc: BaseException) -> ServiceUnavailable | None:
     """A `503` with `Retry-After` when `exc` says the database is away (PostgreSQL restarting or
-    unreachable), so that a caller retries instead of counting a `500`; None otherwise."""
+    unreachable) or cannot store anything now (`cannot_write`), so that a caller retries
+    instead of counting a `500` (or a `202` that was not kept); None otherwise."""
+    reason = cannot_write(exc)
+    if reason is not None:
+        return ServiceUnavailable(
+            f"the database cannot store anything right now ({reason}); try again shortly",
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
     names = {cls.__name__ for cls in type(exc).__mro__}
     if names & _UNAVAILABLE_NAMES or isinstance(exc, TimeoutError | OSError):
         return ServiceUnavailable(

@@ -20,7 +20,7 @@ from .errors import (
     shown,
 )
 from .peers import contains, networks, peer_address
-from .web import json_response
+from .web import CLOSE_AFTER_ANSWER, answer_and_close, json_response
 
 log = logging.getLogger("gateway.http")
 
@@ -59,6 +59,13 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Errors as JSON on every route (never a stack trace); on `/api/v2` and `/v1` also the
     caller's token, the allowlists and the rate limits. One middleware, not two: each layer
     costs every request a call."""
+    response = await _guarded(request, handler)
+    if request.get(CLOSE_AFTER_ANSWER):
+        await answer_and_close(request, response)
+    return response
+
+
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         api = _api_of(request.path)
         if api is None or services(request).settings.server.role == "worker":  # a worker has no API: 404

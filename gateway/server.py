@@ -10,12 +10,18 @@ app-level `HTTPException`s that escape the middlewares (a refused `Expect` heade
 
 This hooks into aiohttp at `BaseRunner._make_server` and `Server.__call__` (aiohttp 3.x); the
 tests in `tests/test_http_edge.py` send raw bytes to a running server and fail if it changes.
+
+On SIGTERM or SIGINT the listener stays open while the app's `DRAIN` runs (new forwards are
+answered `503`, `/readyz` too, and what is in flight finishes within the grace time); only then
+are the connections closed. A second signal cuts the grace short (tests/test_graceful_shutdown.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from http import HTTPStatus
@@ -32,7 +38,13 @@ log = logging.getLogger("gateway.http")
 KEEPALIVE_TIMEOUT_S = 75.0  # an idle client connection is closed after this (aiohttp's run_app default)
 _TOO_MANY_HEADERS = "Too many headers received"  # aiohttp's fixed message for more than max_headers
 
+SHUTDOWN_MIN_S = 0.1  # what is still running once the grace is over gets this long to end
+
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+# The app's own drain (gateway/app.py): close the intake, let what is in flight finish within
+# the grace time in seconds, or until the event is set (a second signal), give the rest back.
+Drain = Callable[[float, asyncio.Event], Awaitable[None]]
+DRAIN: web.AppKey[Drain] = web.AppKey("drain")
 
 
 class JsonErrorHandler(RequestHandler):
@@ -145,16 +157,17 @@ def run(
     shutdown_timeout: float,
     access_log: logging.Logger | None,
     on_ready: Callable[[str], None] = lambda url: None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     """Serve `app` until SIGINT or SIGTERM, then shut it down in order: `web.run_app` with
     `GatewayRunner` (run_app builds its own runner and takes no other)."""
     loop = asyncio.new_event_loop()
     main = loop.create_task(_serve(app, host=host, port=port, shutdown_timeout=shutdown_timeout,
-                                   access_log=access_log, on_ready=on_ready))
+                                   access_log=access_log, on_ready=on_ready, ssl_context=ssl_context))
     try:
         asyncio.set_event_loop(loop)
         loop.run_until_complete(main)
-    except (web.GracefulExit, KeyboardInterrupt):  # the runner's signal handlers raise GracefulExit
+    except (web.GracefulExit, KeyboardInterrupt):  # a SIGINT before `_serve` handles signals
         pass
     finally:
         try:
@@ -173,14 +186,34 @@ def run(
 
 
 async def _serve(app: web.Application, *, host: str, port: int, shutdown_timeout: float,
-                 access_log: logging.Logger | None, on_ready: Callable[[str], None]) -> None:
-    runner = GatewayRunner(app, handle_signals=True, shutdown_timeout=shutdown_timeout,
+                 access_log: logging.Logger | None, on_ready: Callable[[str], None],
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop, cut_short = asyncio.Event(), asyncio.Event()
+
+    def on_signal(name: str) -> None:
+        if not stop.is_set():
+            log.info("%s: draining for up to %gs (a second signal cuts it short)", name, shutdown_timeout)
+            stop.set()
+        elif not cut_short.is_set():
+            log.warning("%s again: cutting the grace period short", name)
+            cut_short.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+    runner = GatewayRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout,
                            keepalive_timeout=KEEPALIVE_TIMEOUT_S, access_log=access_log)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)  # HTTPS: [server] tls_cert
         await site.start()
         on_ready(site.name)
-        await asyncio.Event().wait()  # until SIGINT/SIGTERM: GracefulExit ends `run`, which cancels this
+        await stop.wait()
+        began = loop.time()
+        drain = app.get(DRAIN)
+        if drain is not None:
+            await drain(shutdown_timeout, cut_short)
+        left = 0.0 if cut_short.is_set() else shutdown_timeout - (loop.time() - began)
+        runner._shutdown_timeout = max(SHUTDOWN_MIN_S, left)  # for requests other than forwards
     finally:
         await runner.cleanup()

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .tls import client_context, server_context
 
 ENV_PREFIX = "GATEWAY_"
 # Environment variables with the prefix that are not settings keys.
@@ -83,10 +84,16 @@ class ServerSettings:
     # delivery only (health, readiness and metrics are served by every role).
     role: str = "all"
     max_body_bytes: int = 256 * 1024
-    shutdown_timeout: Duration = Duration(10.0)
+    # A request's whole body must arrive within this (else 408 and the connection is closed).
+    body_timeout: Duration = Duration(10.0)
+    shutdown_timeout: Duration = Duration(25.0)  # the drain's grace: above [sync] deadline
     access_log: bool = False
     log_level: str = "info"
     metrics_allowed_cidrs: tuple[Cidr, ...] = (Cidr("127.0.0.1/32"), Cidr("::1/128"))
+    # HTTPS served by the gateway itself (PEM files: the certificate chain, its unencrypted key),
+    # for deployments without a proxy that ends TLS. Both or neither; none: plain HTTP.
+    tls_cert: str | None = None
+    tls_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,9 @@ class EgressSettings:
     connect_timeout: Duration = Duration(5.0)
     regions: Mapping[str, tuple[Cidr, ...]] = field(default_factory=dict)
     regions_updated_at: str | None = None  # ISO date of the last change of `regions`
+    # A PEM bundle of private CAs that https receivers' certificates may also chain to (the
+    # system's CAs are always trusted; this adds to them).
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,26 @@ class EventsSettings:
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    """Hosted hooks: tenants' Node.js scripts in a layered sandbox (gateway/runtime/, docs/RUNTIME.md)."""
+
+    enabled: bool = False  # off: hooks with a `script` are refused; on: the host is probed at start
+    node: str = "/usr/bin/node"  # node 20 or later (its permission flags)
+    bwrap: str = "/usr/bin/bwrap"  # Debian's `bubblewrap`
+    # Each tenant runs as its own host uid (gid the same number) from [uid_first, uid_first + uid_count):
+    # no host account may use the range, and gateways sharing a host need ranges of their own.
+    uid_first: int = 1_500_000
+    uid_count: int = 10_000
+    address_space_mib: int = 2048  # RLIMIT_AS of each process (node reserves ~0.7 GiB at start)
+    cpu_seconds: int = 30  # RLIMIT_CPU over a process's life (it is recycled well before)
+    open_files: int = 256  # RLIMIT_NOFILE
+    file_size_mib: int = 1  # RLIMIT_FSIZE
+    processes: int = 1024  # RLIMIT_NPROC: tasks (threads too) of one tenant's uid, all its hooks
+    memory_mib: int = 256  # cgroup memory cap of each process where the host has cgroups; 0: none
+    pids: int = 32  # cgroup tasks cap of each process (threads count); 0: none
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -238,6 +268,7 @@ class Settings:
     quotas: QuotaSettings = field(default_factory=QuotaSettings)
     dashboard: DashboardSettings = field(default_factory=DashboardSettings)
     events: EventsSettings = field(default_factory=EventsSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     source: str = "<defaults>"
 
     def replace(self, **sections: Any) -> Settings:
@@ -371,14 +402,31 @@ def _validate(s: Settings) -> None:
             raise ConfigError(f"{s.source}: [quotas] {key} must be at least 1")
     if s.server.max_body_bytes < 1024:
         raise ConfigError(f"{s.source}: [server] max_body_bytes must be at least 1024")
+    if not 0 < s.server.body_timeout <= 3600:
+        raise ConfigError(f"{s.source}: [server] body_timeout must be above 0 and at most 1h")
     _validate_dashboard(s)
     _validate_events(s)
+    _validate_runtime(s)
+    _validate_tls(s)
     if s.egress.regions_updated_at is not None:
         try:
             datetime.fromisoformat(s.egress.regions_updated_at.replace("Z", "+00:00"))
         except ValueError:
             raise ConfigError(f"{s.source}: [egress] regions_updated_at must be an ISO 8601 time "
                               "such as \"2026-12-01T00:00:00Z\"") from None
+
+
+def _validate_tls(s: Settings) -> None:
+    """The TLS files are read now, so that a missing or unusable one stops start-up."""
+    if s.egress.ca_file is not None:
+        try:
+            client_context(s.egress.ca_file)
+        except ValueError as exc:
+            raise ConfigError(f"{s.source}: [egress] ca_file {exc}") from None
+    try:
+        server_context(s.server.tls_cert, s.server.tls_key)
+    except ValueError as exc:
+        raise ConfigError(f"{s.source}: [server] {exc}") from None
 
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -426,6 +474,26 @@ def _validate_events(s: Settings) -> None:
             secret = ""
         if not secret.startswith(SECRET_PREFIX):
             raise ConfigError(f"{where} operator_url needs operator_secret, a Standard Webhooks whsec_ key")
+
+
+# Lowest values of [runtime] limits under which node cannot start or run a hook at all.
+_RUNTIME_MINIMUMS = {"address_space_mib": 1024, "cpu_seconds": 1, "open_files": 32, "file_size_mib": 0,
+                     "processes": 64, "memory_mib": 0, "pids": 0}
+
+
+def _validate_runtime(s: Settings) -> None:
+    r = s.runtime
+    where = f"{s.source}: [runtime]"
+    if r.uid_first < 1000 or r.uid_count < 1 or r.uid_first + r.uid_count > 2**31:
+        raise ConfigError(f"{where} uid_first and uid_count must give a range of uids in [1000, 2^31)")
+    for key, lowest in _RUNTIME_MINIMUMS.items():
+        if getattr(r, key) < lowest:
+            raise ConfigError(f"{where} {key} must be at least {lowest}")
+    if 0 < r.memory_mib < 64 or 0 < r.pids < 16:
+        raise ConfigError(f"{where} memory_mib must be 0 or at least 64, pids 0 or at least 16")
+    for key in ("node", "bwrap"):
+        if not getattr(r, key).startswith("/"):
+            raise ConfigError(f"{where} {key} must be an absolute path")
 
 
 def _env_value(text: str) -> Any:

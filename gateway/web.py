@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -10,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from . import strictjson
-from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType, shown
+from .errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType, shown
 
 _dumps = strictjson.dumps  # no NaN or Infinity ever leaves the gateway
 
@@ -22,6 +23,33 @@ MAX_PAGE = 1_000_000  # `page` of every list: page * per_page stays far inside S
 # ASCII digits only: int() and float() would also take "١", " 5" and "1_0".
 _INTEGER = re.compile(r"-?[0-9]{1,19}")
 _NUMBER = re.compile(r"-?[0-9]{1,400}(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,4})?")
+
+
+# How long a caller may take to send a request's whole body (`[server] body_timeout`, set on the
+# app by gateway/app.py): a caller trickling bytes would otherwise hold a connection and a handler
+# for ever. The head is bounded by aiohttp's keep-alive timer, which runs until a head is whole.
+BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout", float)
+DEFAULT_BODY_TIMEOUT_S = 10.0
+# Set on a request whose stream cannot be read on (a body cut off): the outermost middleware sends
+# the answer and closes the connection, instead of aiohttp lingering up to 10 s for the rest.
+CLOSE_AFTER_ANSWER: web.RequestKey[bool] = web.RequestKey("close_after_answer", bool)
+
+
+def body_deadline(request: web.Request) -> float:
+    return request.config_dict.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT_S)
+
+
+def body_timed_out(request: web.Request, what: str, timeout: float) -> RequestTimeout:
+    request[CLOSE_AFTER_ANSWER] = True
+    return RequestTimeout(f"{what} did not arrive within {timeout:g} s")
+
+
+async def answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send `response` whole now, then close the connection without reading what is left."""
+    response.force_close()  # says `Connection: close`
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # the transport sends what it holds, then closes
 
 
 def dumps(value: Any) -> str:
@@ -43,10 +71,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    timeout = body_deadline(request)
     try:
-        data = await request.read()  # aiohttp stops at the app's client_max_size (the same limit)
+        async with asyncio.timeout(timeout):
+            data = await request.read()  # aiohttp stops at the app's client_max_size (the same limit)
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes") from None
+    except TimeoutError:
+        raise body_timed_out(request, "the request body", timeout) from None
     if len(data) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     return data
@@ -166,6 +198,7 @@ def finite(value: float | None, *, maximum: float = TIME_MAX_S) -> float | None:
 
 def fields_filter(request: web.Request, allowed: set[str]) -> tuple[list[str] | None, bool]:
     """Auth0's `fields=a,b` and `include_fields=true|false`."""
+    include = query_bool(request, "include_fields")  # checked with or without `fields`
     text = request.query.get("fields")
     if not text:
         return None, True
@@ -173,7 +206,6 @@ def fields_filter(request: web.Request, allowed: set[str]) -> tuple[list[str] | 
     unknown = [n for n in names if n not in allowed]
     if unknown:
         raise BadRequest(f"unknown field {shown(unknown[0])} in 'fields'")
-    include = query_bool(request, "include_fields")
     return names, include is not False
 
 

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from ssl import SSLContext
 from typing import Any
 from urllib.parse import urlencode
 
@@ -61,8 +62,9 @@ def _b64(data: bytes) -> str:
 
 
 async def start_provider(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    aiohttp_server: Callable[..., Awaitable[TestServer]], *, ssl: SSLContext | None = None
 ) -> Provider:
+    """The provider on a loopback port; over HTTPS when `ssl` (a server context) is given."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     app = web.Application()
     holder: dict[str, Provider] = {}
@@ -137,7 +139,7 @@ async def start_provider(
     app.router.add_get("/jwks", jwks)
     app.router.add_get("/authorize", authorize)
     app.router.add_post("/token", token)
-    server = await aiohttp_server(app, host="127.0.0.1")
+    server = await aiohttp_server(app, host="127.0.0.1", ssl=ssl)
     provider = Provider(server=server, key=key)
     holder["p"] = provider
     return provider

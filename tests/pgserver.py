@@ -50,12 +50,13 @@ def _version_key(path: str) -> tuple[int, ...]:
 class PostgresServer:
     """One server in a temporary directory; `start()`, `url(db)`, `stop()`."""
 
-    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False, data: Path | None = None) -> None:
         self.bindir = bindir
         self.durable = durable  # the benchmarks' server: fsync and synchronous commits on
         self.launcher: list[str] = []  # put before `pg_ctl start` (the benchmarks: `taskset -c ...`)
         self.root = Path(tempfile.mkdtemp(prefix="gwpg-"))  # short: a socket path has ~100 bytes
-        self.data = self.root / "data"
+        # `data`: where initdb puts the cluster (a test's own small file system), if not in `root`
+        self.data = data or self.root / "data"
         self.sockets = self.root
         self.log = self.root / "server.log"
         self._user: str | None = None
@@ -71,6 +72,7 @@ class PostgresServer:
             self._user = _unprivileged_user()
             pw = pwd.getpwnam(self._user)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
+            os.chown(self.data.parent, pw.pw_uid, pw.pw_gid)
         self.root.chmod(0o700)
         initdb = [str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
                   "-E", "UTF8", "-N"]

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import trustme
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestServer
 from backends import sql
@@ -404,6 +406,41 @@ async def test_an_unreachable_provider_is_a_clear_error_not_a_crash(
     resp = await (await browsers(gw)).get("/dashboard/signin/oidc")
     assert resp.status == 502
     assert "not reachable" in text_of(await resp.text())
+
+
+async def test_a_provider_with_a_private_ca_needs_egress_ca_file(
+    make_gateway: MakeGateway, make_settings: Callable[..., Settings], browsers: Browsers,
+    aiohttp_server: Callable[..., Awaitable[TestServer]], tmp_path: Any,
+) -> None:
+    """The provider's certificate is checked against the system's CAs plus `[egress] ca_file`,
+    as for deliveries: without the private CA sign-in is refused, with it sign-in works."""
+    ca = trustme.CA()
+    server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ssl)
+    provider = await start_provider(aiohttp_server, ssl=server_ssl)
+    assert provider.issuer.startswith("https://127.0.0.1:")
+    provider.user = {"sub": "u-2", "email": "grace@acme.example", TENANT_CLAIM: "acme",
+                     "permissions": ["read:hooks"]}
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    dashboard = {"issuer": provider.issuer, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                 "tenant_claim": TENANT_CLAIM, "scope_claim": "permissions", "idp_timeout": "5s"}
+    untrusting = await make_gateway(make_settings(dashboard=dashboard))
+    resp = await (await browsers(untrusting)).get("/dashboard/signin/oidc")
+    assert resp.status == 502 and "not reachable" in text_of(await resp.text())
+
+    trusting = await make_gateway(make_settings(dashboard=dashboard, egress={"ca_file": str(ca_file)}))
+    await trusting.create_tenant("acme")
+    browser = await browsers(trusting)
+    start = await browser.get("/dashboard/signin/oidc")
+    assert start.status == 303, await start.text()
+    client_ssl = ssl.create_default_context()
+    ca.configure_trust(client_ssl)  # the test's browser trusts the private CA too
+    at_provider = await browser.session.get(start.headers["Location"], allow_redirects=False, ssl=client_ssl)
+    assert at_provider.status == 302, await at_provider.text()
+    resp = await browser.session.get(at_provider.headers["Location"])
+    assert resp.status == 200 and resp.url.path == "/dashboard/hooks", await resp.text()
+    assert len(provider.token_requests) == 1  # the gateway reached the token endpoint over TLS
 
 
 # -- settings ------------------------------------------------------------------------------------

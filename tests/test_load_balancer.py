@@ -51,7 +51,7 @@ defaults
     timeout check 1s
     retries 2
     option redispatch
-    retry-on conn-failure empty-response
+    retry-on conn-failure empty-response 503
 
 frontend gateway
     bind 127.0.0.1:{port}
@@ -178,9 +178,12 @@ async def stream(
     return calls
 
 
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 async def test_killing_one_instance_behind_haproxy_fails_only_its_calls_in_flight(
-    deployment: Deployment, make_receiver: Any, haproxy_bin: str
+    deployment: Deployment, make_receiver: Any, haproxy_bin: str, sig: signal.Signals
 ) -> None:
+    """SIGKILL fails at most the calls in flight on the killed instance; SIGTERM (a rolling
+    restart) fails none: the instance drains, answering new calls 503, which haproxy retries."""
     a = await deployment.start()
     b = await deployment.start()
     rx = await make_receiver(success)
@@ -210,11 +213,11 @@ async def test_killing_one_instance_behind_haproxy_fails_only_its_calls_in_fligh
 
         async def kill_later(begin: float) -> None:
             await asyncio.sleep(max(0.0, begin + KILL_AFTER_S - time.monotonic()))
-            b.proc.send_signal(signal.SIGKILL)
+            b.proc.send_signal(sig)
             killed_at.append(time.monotonic())
 
         calls = await stream(url, headers, kill_later)
-        b.proc.wait(timeout=10)
+        code = b.proc.wait(timeout=30)
     finally:
         stop_haproxy(balancer)
 
@@ -229,6 +232,8 @@ async def test_killing_one_instance_behind_haproxy_fails_only_its_calls_in_fligh
     )
     assert before and after_window  # the stream ran on both sides of the kill
     assert all(c.ok for c in before)  # both instances up: everything succeeds
+    if sig == signal.SIGTERM:
+        assert failed == [] and code == 0, (spans, code)
     assert all(c.ok for c in after_window)  # the survivor answers everything once the dead one is out
     # What fails is only what was in flight on the killed instance when it died (or sent in the
     # moment after): at most one call per caller.

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trustme
+from cryptography.hazmat.primitives import serialization
 
 from gateway import settings as settings_mod
 from gateway.app import create_app
 from gateway.errors import ConfigError
 from gateway.settings import Secret, Settings, load, parse_duration
+from gateway.tls import client_context, server_context
 
 BASE = '[auth]\nhs256_secret = "s3cr3t-value-for-tests"\n'
 
@@ -284,3 +288,76 @@ def test_nothing_reads_the_environment_after_load(monkeypatch: pytest.MonkeyPatc
         ).server.port
         == 2222
     )
+
+
+# -- TLS files are read at load ---------------------------------------------------------------
+
+
+def _pem_files(tmp_path: Path) -> dict[str, Path]:
+    """A private CA, a server certificate of it with its key, a key of another certificate,
+    an encrypted key, and a file that is not PEM."""
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
+    names = ("ca", "cert", "key", "other_key", "encrypted_key", "junk")
+    files = {name: tmp_path / f"{name}.pem" for name in names}
+    ca.cert_pem.write_to_path(str(files["ca"]))
+    leaf.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    leaf.private_key_pem.write_to_path(str(files["key"]))
+    ca.issue_cert("other.test").private_key_pem.write_to_path(str(files["other_key"]))
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), None)
+    files["encrypted_key"].write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"passphrase"),
+    ))
+    files["junk"].write_text("not a certificate\n")
+    return files
+
+
+def test_tls_keys_load_and_default_to_none(tmp_path: Path) -> None:
+    files = _pem_files(tmp_path)
+    assert (load(write(tmp_path, ""), environ={}).egress.ca_file, Settings().server.tls_cert) == (None, None)
+    s = load(write(tmp_path, f'[egress]\nca_file = "{files["ca"]}"\n[server]\ntls_cert = "{files["cert"]}"\n'
+                             f'tls_key = "{files["key"]}"\n'), environ={})
+    assert (s.egress.ca_file, s.server.tls_cert, s.server.tls_key) == tuple(
+        str(files[k]) for k in ("ca", "cert", "key"))
+    env = load(write(tmp_path, ""), environ={"GATEWAY_EGRESS_CA_FILE": str(files["ca"])})
+    assert env.egress.ca_file == str(files["ca"])
+
+
+@pytest.mark.parametrize(
+    ("text", "needles"),
+    [
+        ('[egress]\nca_file = "{missing}"\n', ("[egress] ca_file", "no such file")),
+        ('[egress]\nca_file = "{junk}"\n', ("[egress] ca_file", "not a PEM", "NO_CERTIFICATE_OR_CRL_FOUND")),
+        ('[egress]\nca_file = "{dir}"\n', ("[egress] ca_file", "not a PEM bundle")),
+        ('[server]\ntls_cert = "{cert}"\n', ("[server] tls_cert and tls_key go together",)),
+        ('[server]\ntls_key = "{key}"\n', ("[server] tls_cert and tls_key go together",)),
+        ('[server]\ntls_cert = "{missing}"\ntls_key = "{key}"\n', ("[server] tls_cert", "No such file")),
+        ('[server]\ntls_cert = "{cert}"\ntls_key = "{missing}"\n', ("[server] tls_key", "No such file")),
+        ('[server]\ntls_cert = "{junk}"\ntls_key = "{key}"\n', ("[server] tls_cert", "not a PEM")),
+        ('[server]\ntls_cert = "{cert}"\ntls_key = "{other_key}"\n', ("KEY_VALUES_MISMATCH",)),
+        ('[server]\ntls_cert = "{cert}"\ntls_key = "{encrypted_key}"\n', ("[server] tls_key", "encrypted")),
+    ],
+)
+def test_an_unusable_tls_file_is_a_config_error_at_load(
+    tmp_path: Path, text: str, needles: tuple[str, ...]
+) -> None:
+    files = {k: str(v) for k, v in _pem_files(tmp_path).items()}
+    path = write(tmp_path, text.format(missing=tmp_path / "missing.pem", dir=tmp_path, **files))
+    with pytest.raises(ConfigError) as info:
+        load(path, environ={})
+    message = str(info.value)
+    assert str(path) in message
+    for needle in needles:
+        assert needle in message
+    assert "not a certificate" not in message  # the file's bytes are never quoted
+
+
+def test_the_tls_contexts_refuse_anything_older_than_tls_1_2(tmp_path: Path) -> None:
+    files = _pem_files(tmp_path)
+    server = server_context(str(files["cert"]), str(files["key"]))
+    assert server is not None
+    assert server.minimum_version == ssl.TLSVersion.TLSv1_2
+    client = client_context(str(files["ca"]))
+    assert client.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname

@@ -10,10 +10,11 @@ from aiohttp import web
 from .. import points, quotas
 from ..auth import SCOPE_ADMIN
 from ..context import Services, services
-from ..delivery.ops_endpoints import delete_tenant_endpoint
+from ..delivery.ops_endpoints import OPS_TENANT, delete_tenant_endpoint
 from ..errors import BadRequest, Forbidden, NotFound
 from ..middleware import principal
 from ..peers import networks
+from ..store.base import Store
 from ..store.models import Tenant
 from ..web import MAX_PAGE, iso, json_response, no_content, query_bool, query_int, read_json, require_object
 from . import validate
@@ -117,6 +118,29 @@ async def update(svc: Services, tenant_id: str, body: dict[str, Any]) -> Tenant:
     return tenant
 
 
+def _tenant_id(request: web.Request) -> str:
+    """The path's tenant id. The gateway's internal tenant (`_ops`, outside ID_PATTERN) is no
+    tenant of this API: an operator cannot read, change or delete it."""
+    tenant_id = request.match_info["id"]
+    if not ID_PATTERN.fullmatch(tenant_id):
+        raise NotFound("tenant not found")
+    return tenant_id
+
+
+async def _page(store: Store, offset: int, limit: int) -> tuple[list[Tenant], int]:
+    """A page of the tenants without `_ops`, which sorts (byte order, both stores) after the ids
+    that start with a digit and before those that start with a letter."""
+    if await store.get_tenant(OPS_TENANT) is None:
+        result = await store.list_tenants(offset=offset, limit=limit)
+        return list(result.items), result.total
+    result = await store.list_tenants(offset=offset, limit=limit + 1)
+    items = [t for t in result.items if t.id != OPS_TENANT]
+    if len(items) == len(result.items) and items and items[0].id > OPS_TENANT:
+        # `_ops` came before this page: every row of the page is one further on.
+        items = list((await store.list_tenants(offset=offset + 1, limit=limit)).items)
+    return items[:limit], result.total - 1
+
+
 async def create_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
@@ -129,11 +153,11 @@ async def list_tenants(request: web.Request) -> web.Response:
     _operator(request)
     page = query_int(request, "page", default=0, minimum=0, maximum=MAX_PAGE)
     per_page = query_int(request, "per_page", default=50, minimum=1, maximum=100)
-    result = await svc.store.list_tenants(offset=page * per_page, limit=per_page)
-    tenants = [render(t) for t in result.items]
+    items, total = await _page(svc.store, page * per_page, per_page)
+    tenants = [render(t) for t in items]
     if query_bool(request, "include_totals"):
         return json_response(
-            {"start": page * per_page, "limit": per_page, "total": result.total, "tenants": tenants}
+            {"start": page * per_page, "limit": per_page, "total": total, "tenants": tenants}
         )
     return json_response(tenants)
 
@@ -141,7 +165,7 @@ async def list_tenants(request: web.Request) -> web.Response:
 async def get_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
-    tenant = await svc.store.get_tenant(request.match_info["id"])
+    tenant = await svc.store.get_tenant(_tenant_id(request))
     if tenant is None:
         raise NotFound("tenant not found")
     return json_response(render(tenant))
@@ -151,13 +175,13 @@ async def update_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
     body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
-    return json_response(render(await update(svc, request.match_info["id"], body)))
+    return json_response(render(await update(svc, _tenant_id(request), body)))
 
 
 async def delete_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
-    tenant_id = request.match_info["id"]
+    tenant_id = _tenant_id(request)
     await svc.store.delete_tenant(tenant_id)
     svc.registry.invalidate(tenant_id)
     await delete_tenant_endpoint(svc.store, svc.registry, tenant_id, svc.clock())  # its operational events'

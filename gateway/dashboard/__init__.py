@@ -29,6 +29,7 @@ import jinja2
 from aiohttp import web
 
 from ..context import SERVICES
+from ..tls import client_context
 from . import deliveries, hooks, operator, runner, secrets, signin
 from .guard import guard
 from .oidc import OidcClient
@@ -71,7 +72,9 @@ def mount(parent: web.Application) -> None:
     app[SERVICES] = svc
     settings = svc.settings.dashboard
     if settings.issuer is not None:
-        client = OidcClient(settings, svc.cipher, clock=svc.clock, allow_cidrs=svc.egress_allow)
+        ca_file = svc.settings.egress.ca_file
+        client = OidcClient(settings, svc.cipher, clock=svc.clock, allow_cidrs=svc.egress_allow,
+                            ssl_context=client_context(ca_file) if ca_file else None)
         app[OIDC] = client
 
         async def identity_provider(app: web.Application) -> AsyncIterator[None]:

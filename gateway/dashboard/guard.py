@@ -6,6 +6,7 @@ caller's bytes)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,6 +24,7 @@ from ..errors import (
     shown,
 )
 from ..peers import contains, networks, peer_address
+from ..web import body_deadline, body_timed_out
 from . import sessions
 from .pages import FORM, PREFIX, SESSION, page, svc_of
 
@@ -117,10 +119,14 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
 
 
 async def _read_form(request: web.Request) -> MultiDictProxy[Any]:
+    timeout = body_deadline(request)
     try:
-        form = await request.post()
+        async with asyncio.timeout(timeout):
+            form = await request.post()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge("the form is too large") from None
+    except TimeoutError:
+        raise body_timed_out(request, "the form", timeout) from None
     except (ValueError, LookupError, web.RequestPayloadError):  # LookupError: an unknown charset
         raise BadRequest("the form could not be read") from None
     # A multipart part may name any charset: UTF-7 decodes to lone surrogates, which no page,

@@ -24,6 +24,7 @@ import json
 import math
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -108,7 +109,8 @@ class OidcClient:
     """One per process: discovery and keys cached, one aiohttp session for the provider."""
 
     def __init__(self, settings: DashboardSettings, cipher: Cipher, *,
-                 clock: Callable[[], float] = time.time, allow_cidrs: Sequence[IPNetwork] = ()) -> None:
+                 clock: Callable[[], float] = time.time, allow_cidrs: Sequence[IPNetwork] = (),
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         assert settings.issuer is not None and settings.client_id is not None
         self.settings = settings
         self.issuer = settings.issuer
@@ -116,6 +118,7 @@ class OidcClient:
         self._cipher = cipher
         self._clock = clock
         self._allow_cidrs = tuple(allow_cidrs)  # [egress] allow_cidrs
+        self._ssl = ssl_context  # the system's CAs and [egress] ca_file; None: the system's alone
         self._origin = _origin(self.issuer)
         self._http: aiohttp.ClientSession | None = None
         self._resolver: _ProviderResolver | None = None
@@ -126,7 +129,8 @@ class OidcClient:
         timeout = aiohttp.ClientTimeout(total=self.settings.idp_timeout)
         self._resolver = _ProviderResolver(self._origin, self._allow_cidrs)
         self._http = aiohttp.ClientSession(timeout=timeout, trust_env=False,
-                                           connector=aiohttp.TCPConnector(resolver=self._resolver))
+                                           connector=aiohttp.TCPConnector(resolver=self._resolver,
+                                                                          ssl=self._ssl or True))
 
     async def close(self) -> None:
         if self._http is not None:

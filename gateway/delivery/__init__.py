@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..context import SERVICES
 from ..coordination import RESET, WORK
+from ..tls import client_context
 from ..transport import Transport
 from .worker import DeliveryEngine
 
@@ -25,7 +26,7 @@ async def transport_context(app: web.Application) -> AsyncIterator[None]:
         resolver=svc.extras.get("resolver"),
         source_address=egress.source_address,
         connect_timeout_s=egress.connect_timeout,
-        ssl_context=svc.extras.get("ssl_context"),
+        ssl_context=svc.extras.get("ssl_context") or client_context(egress.ca_file),
         metrics=svc.metrics,
     )
     svc.metrics.idle.set_function(lambda: transport.idle_connections)

@@ -3,8 +3,9 @@
 Each worker keeps up to `batch` attempts in flight and claims more as they finish, so one slow
 receiver does not hold up the others. The lease is the row's due time pushed forward: a
 worker that dies simply lets its rows come due again, and a live engine keeps renewing the
-leases of what it has in flight. A clean stop finishes what is in flight (up to the shutdown
-timeout) and gives the rest back at once.
+leases of what it has in flight. A clean stop gives back at once what it claimed but has not
+begun to send, lets the sends in flight finish (up to the grace time), and records the ones it
+cuts off before giving them back too.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import logs, points, tracing
 from ..crypto import Cipher
 from ..egress import MAX_SYNC_BODY_BYTES
+from ..errors import database_unavailable
 from ..metrics import Metrics
 from ..registry import HookRegistry, LiveHook
 from ..settings import Settings
@@ -39,6 +41,8 @@ CLAIM_TRICKLE_S = 0.005  # after a claim that took only a few: wait this long be
 TURN_LATENESS_MAX_S = 0.5  # a rate turn waits at most this much for a late previous send
 IDLE_MIN_S = 0.005  # an idle worker sleeps at least this long before it looks again
 CLAIM_ERROR_PAUSE_S = 1.0  # the store failed a claim: wait this long before the next one
+RECORD_RETRY_MIN_S = 0.1  # the database cannot store an outcome now: first wait, doubled each time
+RECORD_RETRY_MAX_S = 5.0
 ANSWER_MAX_BYTES = MAX_SYNC_BODY_BYTES  # a larger answer is a failed attempt; 4 KiB of it is kept
 
 
@@ -77,6 +81,7 @@ class DeliveryEngine:
         self._keeper: asyncio.Task[None] | None = None
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._sending: dict[str, tuple[str, float]] = {}  # delivery id: (hook id, when its send began)
+        self._begun: set[str] = set()  # in-flight deliveries whose send has begun (or is done)
         self._finished: set[str] = set()  # hooks with a delivery finished since the last claim
         self._last_send: dict[str, float] = {}  # rate-limited hook: when this engine last sent to it
         self.delivered = 0
@@ -100,8 +105,10 @@ class DeliveryEngine:
         if announce and self._announce is not None:
             self._announce()
 
-    async def stop(self, timeout_s: float) -> None:
-        """Stop claiming, let in-flight attempts finish for up to `timeout_s`, give back the rest."""
+    async def stop(self, timeout_s: float, *, cut_short: asyncio.Event | None = None) -> None:
+        """Stop claiming and give back at once what is claimed but not yet being sent; let the
+        sends in flight finish for up to `timeout_s` (less if `cut_short` is set meanwhile), then
+        record the ones cut off as interrupted and give them back too."""
         self._stopping = True
         self.notify(announce=False)
         background, self._tasks = self._tasks, []
@@ -110,8 +117,15 @@ class DeliveryEngine:
         await _settle(background)
         inflight = dict(self._inflight)
         if inflight:
-            _, still = await asyncio.wait(inflight.values(), timeout=timeout_s)
-            unfinished = [did for did, t in inflight.items() if t in still]
+            # Not begun: checking its hook or waiting for a rate turn. Nothing reached the
+            # receiver, so it is given back rather than started after the stop was asked for.
+            unsent = {t for did, t in inflight.items() if did not in self._begun}
+            for t in unsent:
+                t.cancel()
+            await _settle(unsent)
+            sent = {t for t in inflight.values() if t not in unsent}
+            still = await _finish_within(sent, timeout_s, cut_short)
+            unfinished = [did for did, t in inflight.items() if t in still or t in unsent]
             sending = {did: self._sending[did] for did in unfinished if did in self._sending}
             for t in still:
                 t.cancel()
@@ -246,6 +260,7 @@ class DeliveryEngine:
         mine.add(task)
         task.add_done_callback(mine.discard)
         task.add_done_callback(lambda _t: self._inflight.pop(did, None))
+        task.add_done_callback(lambda _t: self._begun.discard(did))
 
     async def _keep_leases(self) -> None:
         """Renew the leases of in-flight deliveries so only a dead engine's rows come due; and,
@@ -310,10 +325,13 @@ class DeliveryEngine:
             outcome = self._failure(item, reason, uses_attempt=True, result=None)
             outcome.attempt = record
         outcome.hook_id = d.hook_id
-        await self.ops.for_outcome(item, outcome)  # stored before the outcome: at least once
+        # Stored before the outcome: at least once.
+        await self._while_unwritable(d.id, lambda: self.ops.for_outcome(item, outcome))
         tracing.outcome(outcome)
         try:
-            await self.store.record_outcomes([outcome], self.clock(), owner=self.owner)
+            await self._while_unwritable(
+                d.id, lambda: self.store.record_outcomes([outcome], self.clock(), owner=self.owner)
+            )
         except asyncio.CancelledError:
             raise
         except Exception:  # the lease runs out and the delivery is tried again
@@ -325,6 +343,27 @@ class DeliveryEngine:
             self.delivered += 1
         self.metrics.attempted(outcome)
         logs.attempt(outcome)
+
+    async def _while_unwritable(self, delivery_id: str, write: Callable[[], Awaitable[None]]) -> None:
+        """`write()`, tried again with growing pauses while the database cannot store anything
+        (disk full, locked, away) and the engine runs: the delivery stays in flight here, its
+        lease renewed once the database allows, so an attempt already made is recorded rather
+        than lost (if the lease runs out meanwhile, it may be sent again: at least once)."""
+        pause = RECORD_RETRY_MIN_S
+        while True:
+            try:
+                await write()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                unavailable = database_unavailable(exc)
+                if unavailable is None or self._stopping:
+                    raise
+                log.warning("delivery %s: %s; recording again in %.1f s",
+                            delivery_id, unavailable.message, pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, RECORD_RETRY_MAX_S)
 
     async def _attempt(self, item: Claimed) -> Outcome:
         checked = await self._check(item.delivery)
@@ -379,6 +418,7 @@ class DeliveryEngine:
         body = render_body(live.hook.format, item.delivery.trigger_id, item.body, now)
         headers = request_headers(live, item.delivery.id, body, now)
         self._sending[item.delivery.id] = (live.hook.id, now)  # a shutdown records it (`stop`)
+        self._begun.add(item.delivery.id)  # from now on a shutdown lets it finish (`stop`)
         try:
             return await send(
                 self._transport(),
@@ -481,6 +521,25 @@ class DeliveryEngine:
         self.registry.invalidate(hook.tenant_id)
         log.warning("hook %s disabled: %s", hook.id, reason)
         await self.ops.hook_disabled(hook, reason)
+
+
+async def _finish_within(
+    tasks: set[asyncio.Task[None]], timeout_s: float, cut_short: asyncio.Event | None
+) -> set[asyncio.Task[None]]:
+    """Wait for `tasks` to end, for at most `timeout_s` or until `cut_short` is set; return
+    those still running (not cancelled)."""
+    if not tasks:
+        return set()
+    waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(asyncio.wait(tasks))}
+    if cut_short is not None:
+        waiters.add(asyncio.ensure_future(cut_short.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()  # waiting for the tasks is cancelled, not the tasks
+        await asyncio.gather(*waiters, return_exceptions=True)
+    return {t for t in tasks if not t.done()}
 
 
 async def _settle(tasks: Any) -> None:

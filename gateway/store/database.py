@@ -5,6 +5,11 @@ waiting at that moment and runs them in one transaction (each in its own savepoi
 failing write does not undo the others), then commits once: one fsync for many requests
 (group commit). Reads run on a second connection in their own thread; WAL lets them
 proceed beside the writer.
+
+When the database cannot be written (disk full, a lock held past the busy timeout, a read-only
+or failing file: `errors.cannot_write`), every write of the batch fails with that error (a
+`503` for a caller), `fault` says why, `ping` raises, and the writer tries a small write every
+`FAULT_PROBE_S` until one succeeds: the gateway is ready again by itself, traffic or not.
 """
 
 from __future__ import annotations
@@ -22,10 +27,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..errors import StorageFault, cannot_write
+
 log = logging.getLogger("gateway.store")
 
 T = TypeVar("T")
 MAX_BATCH = 1000  # writes per transaction
+FAULT_PROBE_S = 1.0  # while writes fail (disk full, locked, read-only): one probe write this often
+# After "disk full", writes are said to work again only with this much free space: small writes
+# fit in pages already allocated (the WAL's) long before an event of some size does.
+FULL_CLEARS_AT_BYTES = 4 << 20
 
 
 WRITER_NICE = 5  # added to the writer thread's nice value (Linux): it yields to the event loop
@@ -136,6 +147,8 @@ class Database:
         self._lock = threading.Lock()
         self.batches = 0
         self.writes = 0
+        self.fault: str | None = None  # why writes fail now (`cannot_write`); None once one succeeds
+        self._changed = False  # whether the last batch committed changed any row
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -180,33 +193,60 @@ class Database:
         return await future
 
     async def ping(self) -> None:
+        """Raises when the database cannot be read, or (`StorageFault`) while its writes fail."""
         await self.read(lambda c: c.execute("SELECT 1").fetchone())
+        if self.fault is not None:
+            raise StorageFault(self.fault)
 
     async def _write_loop(self) -> None:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
+        getter: asyncio.Future[_Write | None] | None = None
         stop = False
-        while not stop:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is None:
-                    stop = True
+        try:
+            while not stop:
+                if getter is None:
+                    getter = asyncio.ensure_future(self._queue.get())
+                if self.fault is not None:
+                    done, _ = await asyncio.wait({getter}, timeout=FAULT_PROBE_S)
+                    if not done:  # nothing to write: a probe finds out whether writes work again
+                        await self._commit([_probe_write(loop)])
+                        continue
+                first = await getter
+                getter = None
+                if first is None:
                     break
-                batch.append(item)
-            try:
-                results = await loop.run_in_executor(self._writer_pool, self._run_batch, batch)
-            except BaseException as exc:  # the commit itself failed: every write in it failed
-                log.error("write batch failed: %s", exc)
-                for item in batch:
-                    if not item.future.done():
-                        error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
-                        item.future.set_exception(error)
-                continue
-            for item, (ok, value) in zip(batch, results, strict=True):
+                batch = [first]
+                while len(batch) < MAX_BATCH and not self._queue.empty():
+                    item = self._queue.get_nowait()
+                    if item is None:
+                        stop = True
+                        break
+                    batch.append(item)
+                await self._commit(batch)
+        finally:
+            if getter is not None:
+                getter.cancel()
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        """Run the batch on the writer thread and hand each caller its result."""
+        loop = asyncio.get_running_loop()
+        try:
+            results = await loop.run_in_executor(self._writer_pool, self._run_batch, batch)
+        except BaseException as exc:  # the commit itself failed: every write in it failed
+            self._failed(exc)
+            for item in batch:
+                if not item.future.done():
+                    error = exc if isinstance(exc, Exception) else RuntimeError(str(exc))
+                    item.future.set_exception(error)
+            return
+        # A transaction that changed nothing commits without writing a byte: no proof.
+        wrote = self._changed or any(item.fn is _probe for item in batch)
+        room = self.fault != "disk full" or self._space() >= FULL_CLEARS_AT_BYTES
+        if self.fault is not None and wrote and room:
+            log.warning("the database can be written again (it could not: %s)", self.fault)
+            self.fault = None
+        for item, (ok, value) in zip(batch, results, strict=True):
                 if item.future.done():
                     continue
                 if ok:
@@ -214,18 +254,40 @@ class Database:
                 else:
                     item.future.set_exception(value)
 
+    def _space(self) -> int:
+        """Bytes free for us on the database's file system."""
+        if self.path == ":memory:":
+            return FULL_CLEARS_AT_BYTES
+        try:
+            st = os.statvfs(Path(self.path).parent)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
+    def _failed(self, exc: BaseException) -> None:
+        reason = cannot_write(exc)
+        if reason is None:
+            log.error("write batch failed: %s", exc)
+            return
+        if self.fault is None:
+            log.error("the database cannot be written (%s): writes fail (503) until one succeeds; "
+                      "trying again every %.0f s", reason, FAULT_PROBE_S)
+        self.fault = reason
+
     def _run_batch(self, batch: list[_Write]) -> list[tuple[bool, Any]]:
         """One transaction for the batch. Writes rarely fail (a 409 on a duplicate name), so the
         batch first runs without savepoints; only if one write raises is it rolled back and run
         again with a savepoint per write, so the failing one does not undo the others."""
         conn = self._writer
         assert conn is not None
+        before = conn.total_changes
         try:
             out = self._execute(conn, batch, isolate=False)
         except _WriteFailed:
             out = self._execute(conn, batch, isolate=True)
         self.batches += 1
         self.writes += len(batch)
+        self._changed = conn.total_changes != before
         return out
 
     def _execute(
@@ -239,12 +301,18 @@ class Database:
                     try:
                         out.append((True, item.fn(conn)))
                     except Exception as exc:
+                        if cannot_write(exc) is not None:
+                            raise  # the database refused, not this write: the batch fails
                         raise _WriteFailed from exc
                     continue
                 conn.execute("SAVEPOINT w")
                 try:
                     value = item.fn(conn)
                 except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+                    if cannot_write(exc) is not None or not conn.in_transaction:
+                        # The database refused (SQLite may have rolled the whole transaction
+                        # back, savepoint and all): every write of the batch fails with this.
+                        raise
                     conn.execute("ROLLBACK TO w")
                     conn.execute("RELEASE w")
                     out.append((False, exc))
@@ -257,6 +325,19 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
         return out
+
+
+def _probe(conn: sqlite3.Connection) -> None:
+    """A write that needs what any write needs (the lock, a page of the WAL) and changes nothing
+    the gateway reads: SQLite's `user_version`, which the gateway does not use, counted up."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    conn.execute(f"PRAGMA user_version = {(version + 1) % 2**31}")
+
+
+def _probe_write(loop: asyncio.AbstractEventLoop) -> _Write:
+    future: asyncio.Future[Any] = loop.create_future()
+    future.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it
+    return _Write(_probe, future)
 
 
 class _WriteFailed(Exception):

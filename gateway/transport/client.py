@@ -27,6 +27,7 @@ from ..egress import DNS_CACHE_TTL_S, GuardedResolver, IPNetwork
 from ..errors import AnswerTimeout, ConnectTimeout, TransportError
 from ..metrics import Metrics
 from ..peers import Cidrs
+from ..tls import client_context
 from .connection import Answer, Connection
 from .target import Target
 
@@ -62,7 +63,7 @@ class Transport:
         self._resolver = GuardedResolver(allow_cidrs=self._cidrs, inner=resolver)
         self._local_addr = (source_address, 0) if source_address is not None else None
         self.connect_timeout_s = connect_timeout_s
-        self._ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        self._ssl = ssl_context if ssl_context is not None else client_context()
         self._keepalive_s = keepalive_s
         self._clock = clock
         self._idle: dict[tuple[str, int, bool], list[Connection]] = {}

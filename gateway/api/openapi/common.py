@@ -48,7 +48,9 @@ def timestamp(description: str) -> Schema:
 
 
 def query(name: str, schema_: Schema, description: str) -> Schema:
-    return {"name": name, "in": "query", "required": False, "schema": schema_, "description": description}
+    # The handlers read an empty value (`?page=`) as no value: allowEmptyValue says so.
+    return {"name": name, "in": "query", "required": False, "allowEmptyValue": True, "schema": schema_,
+            "description": f"{description} Empty: as if absent."}
 
 
 def path_param(name: str, description: str) -> Schema:
@@ -130,7 +132,8 @@ ERRORS: dict[str, tuple[int, str]] = {
         429,
         "Over the rate limit (or the tenant's blocking in-flight cap, or its replays-per-hour quota).",
     ),
-    "ServiceUnavailable": (503, "Not ready: the database is not reachable."),
+    "ServiceUnavailable": (503, "Not ready: the database is not reachable (or cannot be written), or the "
+                           "gateway is shutting down."),
 }
 
 
@@ -138,7 +141,7 @@ def error_response(name: str, *, rate_limited: bool) -> Schema:
     status, description = ERRORS[name]
     response: Schema = {"description": description, "content": {JSON: {"schema": schema("Error")}}}
     headers = {h: ref("headers", h) for h in RATE_HEADERS} if rate_limited else {}
-    if status == 429:
+    if status in (429, 503):
         headers["Retry-After"] = ref("headers", "Retry-After")
     if headers:
         response["headers"] = headers

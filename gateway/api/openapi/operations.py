@@ -43,12 +43,16 @@ class Op:
         description: str = "",
         rate_limited: bool = True,
         extra_params: tuple[Schema, ...] = (),
+        links: dict[str, Schema] | None = None,
+        link_codes: tuple[str, ...] | None = None,
     ) -> None:
         self.method, self.path = method, path
         self.operation_id, self.summary, self.tag = operation_id, summary, tag
         self.scope, self.responses, self.errors = scope, responses, errors
         self.params, self.body, self.description = params, body, description
         self.rate_limited, self.extra_params = rate_limited, extra_params
+        # OpenAPI links of the success answers (all, or `link_codes`): what can be called next.
+        self.links, self.link_codes = links or {}, link_codes
 
     def all_errors(self) -> tuple[str, ...]:
         errors = self.errors
@@ -63,6 +67,8 @@ class Op:
             if self.rate_limited:
                 headers = {**response.get("headers", {}), **{h: ref("headers", h) for h in RATE_HEADERS}}
                 response = {**response, "headers": headers}
+            if self.links and code in (self.link_codes or [c for c in self.responses if c[0] == "2"]):
+                response = {**response, "links": self.links}
             responses[code] = response
         for name in self.all_errors():
             # Answers of /api/v2 and /v1/tenants use the shared responses, which carry X-RateLimit-*.
@@ -86,6 +92,25 @@ class Op:
         if self.body is not None:
             op["requestBody"] = self.body
         return op
+
+
+def link(operation_id: str, description: str, **parameters: str) -> Schema:
+    out: Schema = {"operationId": operation_id, "description": description}
+    if parameters:
+        out["parameters"] = parameters
+    return out
+
+
+def _hook_links(hook_id: str) -> dict[str, Schema]:
+    """What can be done with a hook, its id taken from `hook_id` (a runtime expression)."""
+    ops = {
+        "GetHook": "getHook", "UpdateHook": "updateHook", "DeleteHook": "deleteHook", "TestHook": "testHook",
+        "ListSecrets": "listSecrets", "AddSecrets": "addSecrets", "GetSigningSecret": "getSigningSecret",
+        "RotateSigningSecret": "rotateSigningSecret", "ReplayHook": "replayHook",
+    }
+    links = {name: link(op, f"`{op}` of this hook.", id=hook_id) for name, op in ops.items()}
+    links["ListDeliveries"] = link("listDeliveries", "The hook's deliveries.", **{"query.hookId": hook_id})
+    return links
 
 
 def _hook_ops() -> list[Op]:
@@ -115,6 +140,7 @@ def _hook_ops() -> list[Op]:
             "(`hooksPerPoint`) or in all (`hooks`) is reached; the message names the quota and its "
             "value (a tenant's `quotas`, else [quotas] settings).",
             responses={"201": answer("The new hook.", schema("Hook"))},
+            links=_hook_links("$response.body#/id"),
         ),
         Op(
             "get",
@@ -139,6 +165,7 @@ def _hook_ops() -> list[Op]:
             errors=("NotFound", "Conflict", "PayloadTooLarge", "UnsupportedMediaType"),
             description="`triggerId` cannot change (`400`).",
             responses={"200": answer("The updated hook.", schema("Hook"))},
+            links=_hook_links("$response.body#/id"),
         ),
         Op(
             "delete",
@@ -197,6 +224,8 @@ def _secret_ops() -> list[Op]:
             errors=(*writes, "Conflict"),
             description=f"`409` when a name exists; at most {MAX_SECRETS_PER_HOOK} per hook.",
             responses={"201": answer("The added names, values masked.", masked)},
+            # Not to updateSecrets/deleteSecrets: with names of their own they answer 404 by design.
+            links={"ListSecrets": link("listSecrets", "The hook's secret names.", id="$request.path.id")},
         ),
         Op(
             "patch",
@@ -278,6 +307,8 @@ def _delivery_ops() -> list[Op]:
             params=("id",),
             errors=("NotFound",),
             responses={"200": answer("The delivery.", schema("DeliveryWithAttempts"))},
+            links={"RetryDelivery": link("retryDelivery", "Deliver it again.", id="$response.body#/id"),
+                   "GetHook": link("getHook", "Its hook.", id="$response.body#/hookId")},
         ),
         Op(
             "post",
@@ -334,6 +365,12 @@ def _operational_event_ops() -> list[Op]:
                 "200": answer("The endpoint, changed.", schema("OperationalEventsEndpoint")),
                 "201": answer("The endpoint, new.", schema("OperationalEventsEndpoint")),
             },
+            links={
+                "GetEndpoint": link("getOperationalEventsEndpoint", "The endpoint."),
+                "GetSigningSecret": link("getOperationalEventsSigningSecret", "Its signing secret."),
+                "RotateSigningSecret": link("rotateOperationalEventsSigningSecret", "Rotate it."),
+                "DeleteEndpoint": link("deleteOperationalEventsEndpoint", "Remove it."),
+            },
         ),
         Op(
             "delete", path, "deleteOperationalEventsEndpoint", "Remove the operational events endpoint",
@@ -372,6 +409,11 @@ def _tenant_ops() -> list[Op]:
             errors=("Conflict", "PayloadTooLarge", "UnsupportedMediaType"),
             description=f"{note} `409` on a duplicate id.",
             responses={"201": answer("The tenant.", schema("Tenant"))},
+            links={
+                "GetTenant": link("getTenant", "The tenant.", id="$response.body#/id"),
+                "UpdateTenant": link("updateTenant", "Change it.", id="$response.body#/id"),
+                "DeleteTenant": link("deleteTenant", "Delete it.", id="$response.body#/id"),
+            },
         ),
         Op(
             "get",
@@ -446,10 +488,11 @@ def _ingest_ops() -> list[Op]:
         "required": False,
         "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
         "description": "Non-blocking points: a repeat with the same key (same tenant) answers the "
-        "first answer instead of storing a second event.",
+        "first answer instead of storing a second event. Checked on every point (`400`), used by "
+        "the non-blocking ones.",
     }
-    blocking = {
-        "oneOf": [
+    blocking = {  # anyOf: a credentials-exchange answer is a success envelope too
+        "anyOf": [
             schema("CredentialsExchangeAnswer"),
             schema("PreUserRegistrationAnswer"),
             schema("SuccessEnvelope"),
@@ -467,13 +510,15 @@ def _ingest_ops() -> list[Op]:
             params=("tenant",),
             extra_params=(trigger, idempotency),
             body=json_body(events),
-            errors=("NotFound", "PayloadTooLarge"),
+            errors=("NotFound", "Conflict", "PayloadTooLarge", "ServiceUnavailable"),
             description=(
                 f"Blocking points ({', '.join(BLOCKING)}) are invoked now and answered `200` with the "
                 f"Auth0 envelope. The others ({', '.join(ASYNC)}) are stored durably with one delivery "
                 "per enabled hook and answered `202`. Callers must be in [ingest] allowed_cidrs "
-                "(`403`, before authentication). `404` for an unknown tenant or point; `429` also "
-                "when the tenant has too many blocking invocations in flight."
+                "(`403`, before authentication). `404` for an unknown tenant or point; `409` when an "
+                "Idempotency-Key comes again with another body; `429` also when the tenant has too many "
+                "blocking invocations in flight; `503` with `Retry-After` when the event cannot be "
+                "stored now, or the gateway is shutting down."
             ),
             responses={
                 "200": answer("Blocking points: the answer for the auth server.", blocking),
@@ -481,6 +526,11 @@ def _ingest_ops() -> list[Op]:
                     "Non-blocking points: stored.", schema("Accepted"), replayed="Idempotent-Replayed"
                 ),
             },
+            links={
+                "GetDelivery": link("getDelivery", "The first delivery of the event (non-blocking points).",
+                                    id="$response.body#/deliveries/0/deliveryId"),
+            },
+            link_codes=("202",),
         ),
     ]
 

@@ -115,7 +115,10 @@ def _hook_schemas() -> dict[str, Schema]:
         sorted(hooks.HOOK_FIELDS),
         description="With `fields`, only the chosen fields (or all but them).",
     )
-    create = obj({"triggerId": trigger, **fields}, ["name", "triggerId", "url"])
+    create = obj({"triggerId": trigger, **fields}, ["name", "triggerId", "url"], examples=[
+        {"name": "welcome-email", "triggerId": "post-user-registration", "url": "https://hooks.example.com/welcome",
+         "enabled": True},
+    ])
     update = obj(
         {
             **fields,
@@ -303,7 +306,9 @@ def _tenant_schemas() -> dict[str, Schema]:
             },
             ["id", "name", "allowedCidrs", "deadlines", "maxInFlight", "quotas", "createdAt", "updatedAt"],
         ),
-        "TenantCreate": obj({"id": tenant_id, **writable}, ["id"]),
+        "TenantCreate": obj(
+            {"id": tenant_id, **writable}, ["id"], examples=[{"id": "globex", "name": "Globex"}]
+        ),
         "TenantUpdate": obj(
             {"id": {**tenant_id, "description": "Accepted only when unchanged."}, **writable}
         ),
@@ -442,24 +447,25 @@ def _delivery_schemas() -> dict[str, Schema]:
 
 
 def _event_schemas() -> dict[str, Schema]:
-    """What the auth server sends; only the fields the gateway requires are listed as required."""
+    """What the auth server sends: exactly what `points/events.py` checks; every other field is
+    passed on unchanged, whatever its type (`extra`: any)."""
     any_obj: Schema = {"type": "object"}
+    string: Schema = {"type": "string"}
+    connection_context = obj({"connection": any_obj}, ["connection"], extra=True)
+    user_with_id = {
+        "properties": {
+            "user": obj({"id": string}, ["id"], extra=True),
+            "context": connection_context,
+        },
+        "required": ["user", "context"],
+    }
+    identifier = nullable("string")
     return {
         "CredentialsExchangeEvent": obj(
             {
-                "audience": {"type": "string"},
-                "client": obj(
-                    {
-                        "id": {"type": "string"},
-                        "name": {"type": "string"},
-                        "tenant": {"type": "string"},
-                        "metadata": any_obj,
-                    },
-                    ["id"],
-                    extra=True,
-                ),
-                "scope": {"type": "array", "items": {"type": "string"}},
-                "context": any_obj,
+                "audience": string,
+                "client": obj({"id": string}, ["id"], extra=True),
+                "scope": {"type": "array", "items": string},
             },
             ["audience", "client", "scope"],
             extra=True,
@@ -468,20 +474,14 @@ def _event_schemas() -> dict[str, Schema]:
         "PreUserRegistrationEvent": obj(
             {
                 "user": obj(
-                    {
-                        "tenant": {"type": "string"},
-                        "username": nullable("string"),
-                        "email": nullable("string"),
-                        "emailVerified": {"type": "boolean"},
-                        "phoneNumber": nullable("string"),
-                        "phoneNumberVerified": {"type": "boolean"},
-                        "user_metadata": any_obj,
-                        "app_metadata": any_obj,
-                    },
+                    {"username": identifier, "email": identifier, "phoneNumber": identifier},
                     extra=True,
-                    description="One of `email`, `username`, `phoneNumber` is required.",
+                    anyOf=[{"required": [k], "properties": {k: string}}
+                           for k in ("email", "username", "phoneNumber")],
+                    description="One of `email`, `username`, `phoneNumber` is a string (the others "
+                    "absent or null).",
                 ),
-                "context": any_obj,
+                "context": connection_context,
             },
             ["user", "context"],
             extra=True,
@@ -489,14 +489,24 @@ def _event_schemas() -> dict[str, Schema]:
         ),
         "SendPhoneMessageEvent": obj(
             {
-                "recipient": {"type": "string"},
-                "text": {"type": "string"},
+                "recipient": string,
+                "text": string,
                 "context": obj(
                     {
                         "message_type": {"enum": ["sms", "voice"]},
                         "action": {"enum": ["enrollment", "second-factor-authentication"]},
+                        "language": string,
+                        "code": string,
+                        "ip": string,
+                        "user_agent": string,
+                        "user": any_obj,
+                        "client": obj(
+                            {"client_id": string, "name": string, "client_metadata": any_obj},
+                            ["client_id", "name"],
+                            extra=True,
+                        ),
                     },
-                    ["message_type", "action"],
+                    ["message_type", "action", "language", "code", "ip", "user_agent", "user"],
                     extra=True,
                 ),
             },
@@ -504,18 +514,14 @@ def _event_schemas() -> dict[str, Schema]:
             extra=True,
             examples=[points.sample_event(points.SEND_PHONE_MESSAGE)],
         ),
-        "PostUserRegistrationEvent": obj(
-            {"user": obj({"id": {"type": "string"}}, ["id"], extra=True), "context": any_obj},
-            ["user"],
-            extra=True,
-            examples=[points.sample_event(points.POST_USER_REGISTRATION)],
-        ),
-        "PostChangePasswordEvent": obj(
-            {"user": obj({"id": {"type": "string"}}, ["id"], extra=True), "context": any_obj},
-            ["user"],
-            extra=True,
-            examples=[points.sample_event(points.POST_CHANGE_PASSWORD)],
-        ),
+        "PostUserRegistrationEvent": {
+            "type": "object", **user_with_id,
+            "examples": [points.sample_event(points.POST_USER_REGISTRATION)],
+        },
+        "PostChangePasswordEvent": {
+            "type": "object", **user_with_id,
+            "examples": [points.sample_event(points.POST_CHANGE_PASSWORD)],
+        },
     }
 
 
@@ -588,8 +594,15 @@ def _envelope_schemas() -> dict[str, Schema]:
                     "oneOf": [schema("SuccessEnvelope"), schema("ErrorEnvelope"), {"type": "null"}],
                     "description": "The receiver's answer as the gateway read it.",
                 },
+                "result": {
+                    "oneOf": [schema("SuccessEnvelope"), schema("ErrorEnvelope"), {"type": "null"}],
+                    "description": "Blocking points: what the auth server would get if this hook were "
+                    "the only one (with `failurePolicy` fail), after the point's answer rules; null "
+                    "for the others.",
+                },
             },
-            ["hookId", "triggerId", "request", "statusCode", "durationMs", "error", "responseBody", "answer"],
+            ["hookId", "triggerId", "request", "statusCode", "durationMs", "error", "responseBody", "answer",
+             "result"],
         ),
         "TestRequest": obj(
             {"event": {"type": "object", "description": "Default: a sample event of the point."}}
