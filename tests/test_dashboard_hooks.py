@@ -346,6 +346,31 @@ async def test_a_paused_destination_and_a_disabled_hook_show_banners(
 # -- the operator view ---------------------------------------------------------------------------
 
 
+async def test_the_gateways_own_ops_tenant_is_no_tenant_of_the_operator(
+    gateway: Gateway, browsers: Browsers
+) -> None:
+    """`_ops` holds the tenants' operational-event endpoints: neither the Management API nor the
+    operator view lists, counts, shows or changes it."""
+    from dashboard_pages import operator_token, sign_in_with_token  # noqa: PLC0415
+
+    put = await gateway.client.put("/api/v2/operational-events", json={"url": "https://ops.example.com/in"},
+                                   headers=gateway.auth())
+    assert put.status == 201, await put.text()
+    assert await gateway.svc.store.get_tenant("_ops") is not None  # made by the PUT
+    operator = {"Authorization": f"Bearer {gateway.operator_token()}"}
+    listed = await (await gateway.client.get("/api/v2/tenants?include_totals=true", headers=operator)).json()
+    assert [t["id"] for t in listed["tenants"]] == ["acme"] and listed["total"] == 1
+    for method in ("GET", "PATCH", "DELETE"):
+        resp = await gateway.client.request(method, "/api/v2/tenants/_ops", json={"name": "x"},
+                                            headers=operator)
+        assert resp.status == 404, method
+    browser = await browsers(gateway)
+    page = await (await sign_in_with_token(browser, operator_token(gateway))).text()
+    assert "/dashboard/operator/tenants/acme" in page and "/dashboard/operator/tenants/_ops" not in page
+    assert (await browser.get("/dashboard/operator/tenants/_ops")).status == 404
+    assert await gateway.svc.store.get_tenant("_ops") is not None
+
+
 async def test_the_operator_creates_and_edits_tenants(gateway: Gateway, browsers: Browsers) -> None:
     from dashboard_pages import operator_token, sign_in_with_token  # noqa: PLC0415
 

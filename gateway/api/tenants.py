@@ -118,7 +118,7 @@ async def update(svc: Services, tenant_id: str, body: dict[str, Any]) -> Tenant:
     return tenant
 
 
-def _tenant_id(request: web.Request) -> str:
+def tenant_id_of(request: web.Request) -> str:
     """The path's tenant id. The gateway's internal tenant (`_ops`, outside ID_PATTERN) is no
     tenant of this API: an operator cannot read, change or delete it."""
     tenant_id = request.match_info["id"]
@@ -127,7 +127,7 @@ def _tenant_id(request: web.Request) -> str:
     return tenant_id
 
 
-async def _page(store: Store, offset: int, limit: int) -> tuple[list[Tenant], int]:
+async def page_of_tenants(store: Store, offset: int, limit: int) -> tuple[list[Tenant], int]:
     """A page of the tenants without `_ops`, which sorts (byte order, both stores) after the ids
     that start with a digit and before those that start with a letter."""
     if await store.get_tenant(OPS_TENANT) is None:
@@ -153,7 +153,7 @@ async def list_tenants(request: web.Request) -> web.Response:
     _operator(request)
     page = query_int(request, "page", default=0, minimum=0, maximum=MAX_PAGE)
     per_page = query_int(request, "per_page", default=50, minimum=1, maximum=100)
-    items, total = await _page(svc.store, page * per_page, per_page)
+    items, total = await page_of_tenants(svc.store, page * per_page, per_page)
     tenants = [render(t) for t in items]
     if query_bool(request, "include_totals"):
         return json_response(
@@ -165,7 +165,7 @@ async def list_tenants(request: web.Request) -> web.Response:
 async def get_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
-    tenant = await svc.store.get_tenant(_tenant_id(request))
+    tenant = await svc.store.get_tenant(tenant_id_of(request))
     if tenant is None:
         raise NotFound("tenant not found")
     return json_response(render(tenant))
@@ -175,13 +175,13 @@ async def update_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
     body = require_object(await read_json(request, svc.settings.server.max_body_bytes))
-    return json_response(render(await update(svc, _tenant_id(request), body)))
+    return json_response(render(await update(svc, tenant_id_of(request), body)))
 
 
 async def delete_tenant(request: web.Request) -> web.Response:
     svc = services(request)
     _operator(request)
-    tenant_id = _tenant_id(request)
+    tenant_id = tenant_id_of(request)
     await svc.store.delete_tenant(tenant_id)
     svc.registry.invalidate(tenant_id)
     await delete_tenant_endpoint(svc.store, svc.registry, tenant_id, svc.clock())  # its operational events'

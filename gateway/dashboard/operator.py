@@ -71,10 +71,10 @@ async def _overview(request: web.Request, *, values: dict[str, str] | None = Non
     svc = svc_of(request)
     number = request.query.get("page", "0")
     index = int(number) if number.isascii() and number.isdigit() and len(number) < 8 else 0
-    result = await svc.store.list_tenants(offset=index * PER_PAGE, limit=PER_PAGE)
+    tenants, total = await api_tenants.page_of_tenants(svc.store, index * PER_PAGE, PER_PAGE)  # no `_ops`
     backlogs = {b.tenant_id: b.pending for b in await svc.store.backlog_by_tenant(limit=1000)}
     context = {
-        "tenants": result.items, "total": result.total, "page": index, "per_page": PER_PAGE,
+        "tenants": tenants, "total": total, "page": index, "per_page": PER_PAGE,
         "backlogs": backlogs, "backlog": await svc.store.backlog(),
         "busiest": sorted(backlogs.items(), key=lambda kv: -kv[1])[:10],
         "pauses": await svc.store.list_pauses(svc.clock(), limit=100),
@@ -117,7 +117,7 @@ async def _tenant_page(request: web.Request, tenant: Tenant, *, values: dict[str
 
 
 async def _find(request: web.Request) -> Tenant:
-    tenant = await svc_of(request).store.get_tenant(request.match_info["id"])
+    tenant = await svc_of(request).store.get_tenant(api_tenants.tenant_id_of(request))
     if tenant is None:
         raise NotFound("tenant not found")
     return tenant
