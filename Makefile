@@ -45,6 +45,13 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+## image: build the container image (Dockerfile) with podman on a Debian base made by mmdebstrap
+## (no image registry needed); TEST_CONTAINER_IMAGE names it for tests/test_container_image.py
+IMAGE ?= localhost/hooks-gateway:test
+.PHONY: image
+image:
+	.ci/image $(IMAGE)
+
 ## bench: run the benchmarks on loopback and rewrite docs/BENCHMARKS.md
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]' || echo "py-spy not installed: the benchmark runs without a profile"
