@@ -67,8 +67,17 @@ class Pauses:
         if self.until(tenant_id, dest) is None:  # not paused until now: a change of state
             log.warning("destination %s paused for %.0f s by its receiver's rate-limit headers", dest,
                         until - self._clock(), extra={"destination": dest, "paused_until": until})
+        previous = self._local.get(key)
         self._local[key] = until
-        return await self._store.start_pause(tenant_id, dest, until)
+        try:
+            return await self._store.start_pause(tenant_id, dest, until)
+        except BaseException:  # not stored: a retry (the database unwritable) must store it
+            if self._local.get(key) == until:
+                if previous is None:
+                    del self._local[key]
+                else:
+                    self._local[key] = previous
+            raise
 
     async def check(self, tenant_id: str, dest: str) -> float | None:
         """The end of the pause of a destination, including pauses other instances wrote."""

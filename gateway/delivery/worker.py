@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import logs, points, tracing
 from ..crypto import Cipher
@@ -36,6 +36,8 @@ from .schedule import clamp_pause, pause_until, rate_limited_delay, wait_schedul
 from .throttle import Pauses, destination
 
 log = logging.getLogger("gateway.delivery")
+
+T = TypeVar("T")
 
 CLAIM_TRICKLE_S = 0.005  # after a claim that took only a few: wait this long before the next
 TURN_LATENESS_MAX_S = 0.5  # a rate turn waits at most this much for a late previous send
@@ -344,21 +346,21 @@ class DeliveryEngine:
         self.metrics.attempted(outcome)
         logs.attempt(outcome)
 
-    async def _while_unwritable(self, delivery_id: str, write: Callable[[], Awaitable[None]]) -> None:
+    async def _while_unwritable(self, delivery_id: str, write: Callable[[], Awaitable[T]]) -> T:
         """`write()`, tried again with growing pauses while the database cannot store anything
-        (disk full, locked, away) and the engine runs: the delivery stays in flight here, its
-        lease renewed once the database allows, so an attempt already made is recorded rather
-        than lost (if the lease runs out meanwhile, it may be sent again: at least once)."""
+        (disk full, locked, away): the delivery stays in flight here, its lease renewed once the
+        database allows, so an attempt already made is recorded rather than lost (if the lease
+        runs out meanwhile, it may be sent again: at least once). A shutdown's drain waits for
+        it like for a send, and at the end of the grace cancels it and gives the delivery back."""
         pause = RECORD_RETRY_MIN_S
         while True:
             try:
-                await write()
-                return
+                return await write()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 unavailable = database_unavailable(exc)
-                if unavailable is None or self._stopping:
+                if unavailable is None:
                     raise
                 log.warning("delivery %s: %s; recording again in %.1f s",
                             delivery_id, unavailable.message, pause)
@@ -373,7 +375,16 @@ class DeliveryEngine:
         if rate:
             await self._await_turn(checked.hook.id, rate, item.not_before)
         result = await self._send(checked, item)
-        return await self.control.judged(item, checked, result, await self._classify(item, checked, result))
+        # Judging writes too (a destination's pause, a disabled hook): the receiver has the
+        # request, so a database that cannot store them now is waited for like the outcome's
+        # write, not turned into an internal error that uses up a try and sends it again.
+        return await self._while_unwritable(
+            item.delivery.id,
+            lambda: self._judged(item, checked, result),
+        )
+
+    async def _judged(self, item: Claimed, live: LiveHook, result: AttemptResult) -> Outcome:
+        return await self.control.judged(item, live, result, await self._classify(item, live, result))
 
     async def _await_turn(self, hook_id: str, rate: float, not_before: float | None) -> None:
         """A rate-limited hook's turn: the claim handed it out (at most `RATE_AHEAD_S` ahead),

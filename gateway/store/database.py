@@ -21,6 +21,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -149,6 +150,7 @@ class Database:
         self.writes = 0
         self.fault: str | None = None  # why writes fail now (`cannot_write`); None once one succeeds
         self._changed = False  # whether the last batch committed changed any row
+        self._probe_at = 0.0  # while `fault`: when (monotonic) the next probe write is due
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -208,8 +210,10 @@ class Database:
                 if getter is None:
                     getter = asyncio.ensure_future(self._queue.get())
                 if self.fault is not None:
-                    done, _ = await asyncio.wait({getter}, timeout=FAULT_PROBE_S)
+                    wait = max(0.0, self._probe_at - time.monotonic())
+                    done, _ = await asyncio.wait({getter}, timeout=wait)
                     if not done:  # nothing to write: a probe finds out whether writes work again
+                        self._probe_at = time.monotonic() + FAULT_PROBE_S
                         await self._commit([_probe_write(loop)])
                         continue
                 first = await getter
@@ -223,6 +227,11 @@ class Database:
                         stop = True
                         break
                     batch.append(item)
+                if self.fault is not None and time.monotonic() >= self._probe_at:
+                    # Writes keep coming (idle workers' claims change nothing, so prove nothing):
+                    # the probe rides along, else the fault would never clear without traffic.
+                    self._probe_at = time.monotonic() + FAULT_PROBE_S
+                    batch.append(_probe_write(loop))
                 await self._commit(batch)
         finally:
             if getter is not None:
@@ -270,6 +279,7 @@ class Database:
             log.error("write batch failed: %s", exc)
             return
         if self.fault is None:
+            self._probe_at = time.monotonic() + FAULT_PROBE_S
             log.error("the database cannot be written (%s): writes fail (503) until one succeeds; "
                       "trying again every %.0f s", reason, FAULT_PROBE_S)
         self.fault = reason

@@ -126,14 +126,16 @@ ERRORS: dict[str, tuple[int, str]] = {
     ),
     "NotFound": (404, "Unknown id, or an object of another tenant."),
     "Conflict": (409, "Duplicate name or id, or a state that does not allow the change."),
+    "RequestTimeout": (408, "The request's body did not arrive whole within [server] body_timeout; the "
+                       "connection is closed."),
     "PayloadTooLarge": (413, "Request body over [server] max_body_bytes."),
     "UnsupportedMediaType": (415, "Content-Type is not JSON."),
     "TooManyRequests": (
         429,
         "Over the rate limit (or the tenant's blocking in-flight cap, or its replays-per-hour quota).",
     ),
-    "ServiceUnavailable": (503, "Not ready: the database is not reachable (or cannot be written), or the "
-                           "gateway is shutting down."),
+    "ServiceUnavailable": (503, "The database is not reachable or cannot be written now, or the gateway is "
+                           "shutting down: try again after `Retry-After`."),
 }
 
 

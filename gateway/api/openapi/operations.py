@@ -57,7 +57,11 @@ class Op:
     def all_errors(self) -> tuple[str, ...]:
         errors = self.errors
         if self.scope is not None:
-            errors = ("BadRequest", "Unauthorized", "Forbidden", *errors, "TooManyRequests")
+            # Any call with a body can be too slow to send it (408); any call can meet a database
+            # that is away or cannot be written, or a gateway shutting down (503).
+            slow = ("RequestTimeout",) if self.body is not None else ()
+            errors = ("BadRequest", "Unauthorized", "Forbidden", *errors, *slow, "TooManyRequests",
+                      "ServiceUnavailable")
         return tuple(dict.fromkeys(errors))
 
     def render(self) -> Schema:
@@ -595,6 +599,9 @@ def _public_ops() -> list[Op]:
             tag=tag,
             scope=None,
             rate_limited=False,
+            errors=("ServiceUnavailable",),
+            description="`503` with `Retry-After` once a SIGTERM has closed the intake (the drain): "
+            "balancers stop sending blocking calls here while those in flight finish.",
             responses={"200": answer("The process is up.", schema("Status"))},
         ),
         Op(
