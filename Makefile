@@ -19,9 +19,13 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/gateway demo --config $(CONFIG)
 
-## node: Auth0's hook compilers for the compatibility tests, the browser tests' OpenID
-## Connect provider and axe-core, and the integrations' auth servers (needs node and npm)
-node: tests/node/node_modules/.installed tests/oidc/node_modules/.installed integrations/node_modules/.installed
+## node: Auth0's hook compilers for the hosted hooks' runtime and the compatibility tests, the
+## browser tests' OpenID Connect provider and axe-core, and the integrations' auth servers (needs
+## node and npm)
+node: gateway/runtime/node/node_modules/.installed tests/node/node_modules/.installed tests/oidc/node_modules/.installed integrations/node_modules/.installed
+gateway/runtime/node/node_modules/.installed: gateway/runtime/node/package-lock.json
+	cd gateway/runtime/node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	@touch $@
 tests/%/node_modules/.installed: tests/%/package-lock.json
 	cd tests/$* && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -64,4 +68,4 @@ soak: $(STAMP)
 	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10) --backend $(or $(BACKEND),sqlite) $(if $(SOAK_OUT),--out $(SOAK_OUT))
 
 clean:
-	rm -rf $(VENV) tests/node/node_modules tests/oidc/node_modules integrations/node_modules data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) gateway/runtime/node/node_modules tests/node/node_modules tests/oidc/node_modules integrations/node_modules data .pytest_cache .mypy_cache .ruff_cache

@@ -89,9 +89,14 @@ def insert_backlog(url: str, *, tenant: str, hook_id: str, count: int) -> float:
                               TRIGGER, "async", "pending", 0, now - 1.0 + i * 1e-7, now, now)
                              for i in range(count)),
                 )
+                # Their queue rows (gateway/store/postgres/migrations/006_delivery_queue.sql).
+                await conn.execute(
+                    "INSERT INTO delivery_queue (delivery_id, hook_id, tenant_id, due, seq)"
+                    " SELECT id, hook_id, tenant_id, next_attempt_at, seq FROM deliveries"
+                    " WHERE status = 'pending'")
                 await conn.execute("UPDATE hooks SET next_due = $1 WHERE id = $2", now - 1.0, hook_id)
-            await conn.execute("VACUUM ANALYZE deliveries")
-            await conn.execute("VACUUM ANALYZE events")
+            for table in ("deliveries", "delivery_queue", "events"):
+                await conn.execute(f"VACUUM ANALYZE {table}")
         finally:
             await conn.close()
 

@@ -31,6 +31,7 @@ from .ingest import INTAKE, Intake
 from .invoke import INVOKER, Invoker
 from .middleware import guard
 from .peers import contains, peer_address
+from .runtime.lifecycle import hosting_context
 from .server import DRAIN
 from .settings import Settings
 from .store import open_store
@@ -150,6 +151,7 @@ def create_app(
     app.cleanup_ctx.append(database)
     app.cleanup_ctx.append(coordination)
     app.cleanup_ctx.append(delivery.transport_context)
+    app.cleanup_ctx.append(hosting_context)  # hosted hooks' runtime processes (gateway/runtime/)
     app.cleanup_ctx.append(invoker)
     app.cleanup_ctx.append(delivery.workers_context)
 

@@ -23,7 +23,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from . import ids, logs, points, strictjson, tracing
 from .coordination import share_count
-from .delivery.attempt import AttemptResult, error_note, render_body, request_headers, send
+from .delivery.attempt import AttemptResult, deliver, error_note, render_body, request_headers
 from .delivery.schedule import RateLimitInfo
 from .egress import MAX_SYNC_BODY_BYTES
 from .errors import DeliveryFailure, TooManyRequests
@@ -210,9 +210,9 @@ class Invoker:
             )
         hook_timeout = hook.timeout_ms / 1000.0
         now = self.clock()
-        result = await send(
+        result = await deliver(
+            live,
             self._transport(),
-            hook.url,
             body,
             request_headers(live, delivery_id, body, now),
             timeout_s=min(hook_timeout, left),

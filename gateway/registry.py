@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from . import __version__
 from .crypto import Cipher
+from .runtime.hosting import Hosting
+from .runtime.supervisor import HostedHook
 from .signing import Signer
 from .store.base import Store
 from .store.models import Hook, Tenant
@@ -43,10 +45,19 @@ class LiveHook:
     # BASE_HEADERS and the hook's secret headers (Authorization for auth0-extension-secret) as
     # request header lines, rendered once per load
     head: bytes
+    # A hook with a `script`: what its runtime process needs, and the hosting that runs it
+    # (gateway/runtime/); None for a hook with a `url`.
+    hosted: HostedHook | None = None
+    hosting: Hosting | None = None
 
     @classmethod
-    def build(cls, hook: Hook, headers: dict[str, str], signer: Signer) -> LiveHook:
-        return cls(hook=hook, signer=signer, head=header_lines({**BASE_HEADERS, **headers}))
+    def build(cls, hook: Hook, headers: dict[str, str], signer: Signer, *,
+              secrets: dict[str, str] | None = None, hosting: Hosting | None = None) -> LiveHook:
+        hosted = None
+        if hook.script is not None:
+            hosted = HostedHook(hook.tenant_id, hook.id, hook.trigger_id, hook.script, dict(secrets or {}))
+        return cls(hook=hook, signer=signer, head=header_lines({**BASE_HEADERS, **headers}), hosted=hosted,
+                   hosting=hosting if hosted is not None else None)
 
 
 @dataclass(slots=True)
@@ -83,6 +94,8 @@ class HookRegistry:
         self._views: dict[str, TenantView] = {}
         self._versions: dict[str, int] = {}
         self._loading: dict[str, asyncio.Future[TenantView | None]] = {}
+        # Runs the hooks with a `script` (set at start, gateway/runtime/lifecycle.py).
+        self.hosting = Hosting()
 
     def invalidate(self, tenant_id: str, *, announce: bool = True) -> None:
         """Drop the tenant's view here, and (unless the news came from elsewhere) everywhere."""
@@ -141,7 +154,8 @@ class HookRegistry:
                     expires_at = min(expires_at, s.expires_at)
                 keys.append(self._cipher.decrypt(s.value, signing_context(m.hook.id)))
             secrets = {n: self._cipher.decrypt(v, secret_context(m.hook.id, n)) for n, v in m.secrets.items()}
-            live = LiveHook.build(m.hook, secret_headers(secrets), Signer(keys))
+            live = LiveHook.build(m.hook, secret_headers(secrets), Signer(keys), secrets=secrets,
+                                  hosting=self.hosting)
             hooks[m.hook.id] = live
             if m.hook.enabled:
                 enabled.setdefault(m.hook.trigger_id, []).append(live)

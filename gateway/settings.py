@@ -252,6 +252,10 @@ class RuntimeSettings:
     processes: int = 1024  # RLIMIT_NPROC: tasks (threads too) of one tenant's uid, all its hooks
     memory_mib: int = 256  # cgroup memory cap of each process where the host has cgroups; 0: none
     pids: int = 32  # cgroup tasks cap of each process (threads count); 0: none
+    # The supervisor (gateway/runtime/supervisor.py): one process per hook, never shared.
+    max_processes: int = 64  # live processes at most; the least recently used idle one makes room
+    recycle_calls: int = 1000  # a process is replaced after this many calls (and before cpu_seconds runs out)
+    idle_timeout: Duration = Duration(300.0)  # a process idle this long is stopped
 
 
 @dataclass(frozen=True)
@@ -489,6 +493,8 @@ def _validate_runtime(s: Settings) -> None:
     for key, lowest in _RUNTIME_MINIMUMS.items():
         if getattr(r, key) < lowest:
             raise ConfigError(f"{where} {key} must be at least {lowest}")
+    if r.max_processes < 1 or r.recycle_calls < 1 or r.idle_timeout <= 0:
+        raise ConfigError(f"{where} max_processes and recycle_calls must be at least 1, idle_timeout above 0")
     if 0 < r.memory_mib < 64 or 0 < r.pids < 16:
         raise ConfigError(f"{where} memory_mib must be 0 or at least 64, pids 0 or at least 16")
     for key in ("node", "bwrap"):

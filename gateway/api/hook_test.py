@@ -16,7 +16,7 @@ from aiohttp import web
 from .. import ids, points
 from ..auth import SCOPE_UPDATE
 from ..context import Services, services
-from ..delivery.attempt import render_body, request_headers, send
+from ..delivery.attempt import deliver, render_body, request_headers
 from ..egress import MAX_STORED_BODY_BYTES, MAX_SYNC_BODY_BYTES
 from ..errors import BadRequest, NotFound
 from ..middleware import tenant_of
@@ -96,9 +96,9 @@ async def _attempt(svc: Services, live: LiveHook, hook_id: str, trigger: str, ev
     payload = render_body(live.hook.format, trigger, event, now)
     assert svc.transport is not None
     head = request_headers(live, ids.new_id("test", now=now), payload, now)
-    result = await send(
+    result = await deliver(
+        live,
         svc.transport,
-        live.hook.url,
         payload,
         head,
         timeout_s=live.hook.timeout_ms / 1000.0,

@@ -13,6 +13,7 @@ from ..context import Services, services
 from ..egress import check_url
 from ..errors import BadRequest, NotFound, shown
 from ..middleware import tenant_of
+from ..runtime.supervisor import HostedHook
 from ..signing import SCHEME_SYMMETRIC, SCHEMES
 from ..store.models import Hook
 from ..web import (
@@ -41,16 +42,18 @@ DEFAULT_PER_PAGE, MAX_PER_PAGE = 50, 100
 FORMATS = ("auth0", "standard")
 FAILURE_POLICIES = ("fail", "skip")
 SINGLE_ENABLED = frozenset({points.SEND_PHONE_MESSAGE})
+# A hosted hook's script: at most this many characters and UTF-8 bytes. The characters bound
+# the script as JSON (6 bytes for an escaped one) within the default [server] max_body_bytes.
+SCRIPT_MAX_CHARS = 40_000
+SCRIPT_MAX_BYTES = 100 * 1024
 
 HOOK_FIELDS = {
     "id", "name", "triggerId", "url", "enabled", "order", "timeoutMs", "failurePolicy",
     "maxConcurrency", "rateLimitPerSecond", "format", "disabledReason", "createdAt", "updatedAt",
-    "signatureScheme",
+    "signatureScheme", "script", "dependencies",
 }
 WRITABLE = {"name", "url", "enabled", "order", "timeoutMs", "failurePolicy", "maxConcurrency",
-            "rateLimitPerSecond", "format", "signatureScheme"}
-# Auth0 fields for code that Auth0 ran; here the code runs at the hook's `url`.
-AUTH0_CODE_FIELDS = ("script", "dependencies")
+            "rateLimitPerSecond", "format", "signatureScheme", "script", "dependencies"}
 
 
 def render(h: Hook) -> dict[str, Any]:
@@ -58,7 +61,7 @@ def render(h: Hook) -> dict[str, Any]:
         "id": h.id,
         "name": h.name,
         "triggerId": h.trigger_id,
-        "url": h.url,
+        "url": h.url if h.script is None else None,
         "enabled": h.enabled,
         "order": h.order,
         "timeoutMs": h.timeout_ms,
@@ -70,14 +73,56 @@ def render(h: Hook) -> dict[str, Any]:
         "createdAt": iso(h.created_at),
         "updatedAt": iso(h.updated_at),
         "signatureScheme": h.signature_scheme,
+        # Auth0's fields of a hook's code: run by the gateway (gateway/runtime/) instead of a `url`.
+        "script": h.script,
+        "dependencies": {},
     }
 
 
 def _check_known(body: dict[str, Any], allowed: set[str]) -> None:
-    for key in AUTH0_CODE_FIELDS:
-        if key in body:
-            raise BadRequest(f"unknown field {shown(key)}: a gateway hook's code runs at its 'url', not here")
     validate.no_unknown(body, allowed)
+    if "url" in body and "script" in body:
+        raise BadRequest("a hook has either a 'url' or a 'script', not both", field="script")
+
+
+def _check_script(svc: Services, body: dict[str, Any]) -> str:
+    """A hosted hook's script, once this gateway can run it (else a 400 naming what is missing)."""
+    script = body["script"]
+    if not isinstance(script, str) or not script.strip():
+        raise BadRequest("'script' must be a non-empty string", field="script")
+    if len(script) > SCRIPT_MAX_CHARS or len(script.encode("utf-8", "surrogatepass")) > SCRIPT_MAX_BYTES:
+        raise BadRequest(f"'script' must be at most {SCRIPT_MAX_CHARS} characters and {SCRIPT_MAX_BYTES} "
+                         "bytes of UTF-8", field="script")
+    refusal = svc.registry.hosting.refusal
+    if refusal is not None:
+        raise BadRequest(f"a hook with a 'script' cannot run on this gateway: {refusal}; "
+                         "give the hook a 'url' instead", field="script")
+    return script
+
+
+def _check_dependencies(body: dict[str, Any]) -> None:
+    deps = body["dependencies"]
+    if not isinstance(deps, dict):
+        raise BadRequest("'dependencies' must be an object of package names to versions",
+                         field="dependencies")
+    if deps:
+        raise BadRequest("'dependencies' are not supported yet: a hosted hook's script may require node's "
+                         "built-in modules only; leave 'dependencies' out or empty", field="dependencies")
+
+
+def _check_hosted_format(is_script: bool, fmt: str) -> None:
+    if is_script and fmt != "auth0":
+        raise BadRequest("a hook with a 'script' takes the point's body unchanged: its 'format' must be "
+                         "'auth0'", field="format")
+
+
+def _prewarm_or_forget(svc: Services, hook: Hook) -> None:
+    """An enabled hosted hook's process is started now; one disabled or changed goes."""
+    hosting = svc.registry.hosting
+    if hook.script is not None and hook.enabled:
+        hosting.prewarm(HostedHook(hook.tenant_id, hook.id, hook.trigger_id, hook.script))
+    else:
+        hosting.forget(hook.id)
 
 
 def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
@@ -111,6 +156,10 @@ def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
         out["format"] = validate.choice(body, "format", FORMATS)
     if "signatureScheme" in body:
         out["signatureScheme"] = validate.choice(body, "signatureScheme", SCHEMES)
+    if "dependencies" in body:
+        _check_dependencies(body)
+    if "script" in body:
+        out["script"] = _check_script(svc, body)
     return out
 
 
@@ -121,11 +170,14 @@ async def create(svc: Services, tenant: str, body: dict[str, Any]) -> Hook:
     """Validate `body` (API field names) and store a new hook of `tenant` with its first signing
     secret, under the tenant's quotas and the one-enabled rule."""
     _check_known(body, WRITABLE | {"triggerId"})
-    for key in ("name", "triggerId", "url"):
+    for key in ("name", "triggerId"):
         if key not in body:
             raise BadRequest(f"{key!r} is required", field=key)
+    if "url" not in body and "script" not in body:
+        raise BadRequest("'url' is required (or, for a hook the gateway runs, 'script')", field="url")
     trigger = validate.choice(body, "triggerId", points.TRIGGER_IDS)
     fields = _check_fields(svc, body)
+    _check_hosted_format("script" in fields, fields.get("format", "auth0"))
     blocking = points.is_blocking(trigger)
     if "failurePolicy" in fields and not blocking:
         raise BadRequest("'failurePolicy' applies to blocking points only", field="failurePolicy")
@@ -136,7 +188,7 @@ async def create(svc: Services, tenant: str, body: dict[str, Any]) -> Hook:
         tenant_id=tenant,
         name=fields["name"],
         trigger_id=trigger,
-        url=fields["url"],
+        url=fields.get("url", ""),
         enabled=fields.get("enabled", False),
         order=fields.get("order", 0),
         timeout_ms=fields.get("timeoutMs", int(default_timeout * 1000)),
@@ -148,6 +200,7 @@ async def create(svc: Services, tenant: str, body: dict[str, Any]) -> Hook:
         created_at=now,
         updated_at=now,
         signature_scheme=fields.get("signatureScheme", SCHEME_SYMMETRIC),
+        script=fields.get("script"),
     )
     secret, public_key = signing_secrets.new_key(svc, hook.id, hook.signature_scheme)
     quota = await quotas.of_tenant(svc.store, svc.settings.quotas, tenant)
@@ -160,6 +213,7 @@ async def create(svc: Services, tenant: str, body: dict[str, Any]) -> Hook:
         signing_public_key=public_key,
     )
     svc.registry.invalidate(tenant)
+    _prewarm_or_forget(svc, hook)
     return hook
 
 
@@ -182,6 +236,12 @@ async def update(svc: Services, tenant: str, hook_id: str, body: dict[str, Any])
     if "id" in body and body["id"] != current.id:
         raise BadRequest("'id' cannot be changed", field="id")
     fields = _check_fields(svc, body)
+    if "script" in fields:
+        fields["url"] = ""  # a hook has either: the new one replaces the other
+    elif "url" in fields:
+        fields["script"] = None
+    hosted = fields.get("script", current.script) is not None
+    _check_hosted_format(hosted, fields.get("format", current.format))
     if "failurePolicy" in fields and not points.is_blocking(current.trigger_id):
         raise BadRequest("'failurePolicy' applies to blocking points only", field="failurePolicy")
     if fields.get("enabled"):
@@ -191,6 +251,7 @@ async def update(svc: Services, tenant: str, hook_id: str, body: dict[str, Any])
     _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(),
                                            single_enabled_trigger=single)
     svc.registry.invalidate(tenant)
+    _prewarm_or_forget(svc, after)
     if scheme != after.signature_scheme:  # the scheme changes only with its key, in one transaction
         await signing_secrets.rotate(svc, tenant, hook_id, None, scheme=scheme)
         after = await find(svc, tenant, hook_id)
@@ -201,6 +262,7 @@ async def delete(svc: Services, tenant: str, hook_id: str) -> None:
     """Delete the tenant's hook; its pending deliveries are cancelled."""
     await svc.store.delete_hook(tenant, hook_id, svc.clock())
     svc.registry.invalidate(tenant)
+    svc.registry.hosting.forget(hook_id)
 
 
 # -- the Management API's handlers ------------------------------------------------------------

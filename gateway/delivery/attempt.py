@@ -3,6 +3,7 @@ read a capped answer, and say what happened. Shared by durable and blocking deli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -14,6 +15,7 @@ from .. import points, tracing
 from ..egress import MAX_STORED_BODY_BYTES
 from ..errors import AnswerTimeout, ApiError, ConnectTimeout, DestinationRefused, TransportError
 from ..registry import LiveHook
+from ..runtime.process import RuntimeFailure
 from ..store.models import Attempt
 from ..transport import Transport
 from .schedule import RateLimitInfo, parse_rate_limit, parse_retry_after
@@ -82,6 +84,55 @@ def error_note(answer: points.Answer) -> str | None:
     if answer.ok:
         return None
     return f"receiver answered an error: {answer.error_name}: {answer.error_message or ''}"[:1000]
+
+
+def deliver(
+    live: LiveHook,
+    transport: Transport,
+    body: bytes,
+    headers: Mapping[str, str] | bytes,
+    *,
+    timeout_s: float,
+    body_cap: int,
+    clock: Callable[[], float] = time.time,
+) -> Awaitable[AttemptResult]:
+    """One attempt to the hook: a POST to its `url`, or a call of its hosted `script`."""
+    if live.hosted is not None:
+        return _call_hosted(live, body, timeout_s=timeout_s, body_cap=body_cap, clock=clock)
+    return send(transport, live.hook.url, body, headers, timeout_s=timeout_s, body_cap=body_cap, clock=clock)
+
+
+async def _call_hosted(
+    live: LiveHook, body: bytes, *, timeout_s: float, body_cap: int, clock: Callable[[], float]
+) -> AttemptResult:
+    """A call of the hook's script in its runtime process (gateway/runtime/): the answer is what
+    Auth0's compiler wrote, read as a receiver's answer; no answer is a failed attempt."""
+    assert live.hosted is not None and live.hosting is not None
+    started = clock()
+    t0 = time.perf_counter()
+    status: int | None = None
+    data = b""
+    error: str | None = None
+    try:
+        answer = await live.hosting.call(live.hosted, body, timeout_s=timeout_s, body_cap=body_cap)
+        status, data = answer.status, answer.body
+        if not 200 <= status < 300:
+            error = f"the hook's script answered HTTP {status}"
+            with contextlib.suppress(ValueError, TypeError, KeyError):  # webtask's error body, when it is one
+                detail = json.loads(data)
+                error += f": {detail['error']} {detail['details']}"[:500]
+    except RuntimeFailure as exc:
+        error = exc.message
+    return AttemptResult(
+        started_at=started,
+        duration_ms=(time.perf_counter() - t0) * 1000.0,
+        status_code=status,
+        error=error,
+        body=data,
+        content_type="application/json" if status is not None else None,
+        rate_limit=_NO_RATE_LIMIT,
+        retry_after=None,
+    )
 
 
 def send(

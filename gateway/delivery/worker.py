@@ -29,7 +29,7 @@ from ..settings import Settings
 from ..store.base import Store
 from ..store.models import PARKED_AT, RATE_AHEAD_S, Attempt, Claimed, Delivery, Outcome
 from ..transport import Transport
-from .attempt import AttemptResult, error_note, render_body, request_headers, send
+from .attempt import AttemptResult, deliver, error_note, render_body, request_headers
 from .control import Control
 from .ops_events import OpsEvents
 from .schedule import clamp_pause, pause_until, rate_limited_delay, wait_schedule_jitter
@@ -431,9 +431,9 @@ class DeliveryEngine:
         self._sending[item.delivery.id] = (live.hook.id, now)  # a shutdown records it (`stop`)
         self._begun.add(item.delivery.id)  # from now on a shutdown lets it finish (`stop`)
         try:
-            return await send(
+            return await deliver(
+                live,
                 self._transport(),
-                live.hook.url,
                 body,
                 headers,
                 timeout_s=live.hook.timeout_ms / 1000.0,

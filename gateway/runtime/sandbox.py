@@ -5,6 +5,10 @@ namespaces; a root that is an empty, read-only tmpfs holding only the node binar
 shared libraries it loads (found with ldd), the runtime folder at /runtime and the hook's folder
 at /hook, all read-only; no /etc, /proc, /dev, /tmp, shell or other binary; a cleared
 environment; `--die-with-parent`, `--new-session` (no terminal to push input into).
+`--die-with-parent` takes hold inside only once bubblewrap has set the sandbox up, so bubblewrap
+also reports the pid of the sandbox's pid 1 (`--info-fd`): killing that pid ends every process in
+the sandbox at any moment, where killing bubblewrap alone during the set-up would leave the
+sandbox running, an orphan (gateway/runtime/process.py).
 
 Layer 5 (node): `--experimental-permission` with reads allowed in the two folders only; no
 child processes, workers, native addons or writes.
@@ -18,7 +22,9 @@ made before the fork.
 from __future__ import annotations
 
 import functools
+import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ ENVIRONMENT: dict[str, str] = {"NODE_ENV": "production", "TZ": "UTC", "LANG": "C
 LDD_TIMEOUT_S = 10.0
 SIGNAL_EXIT_BASE = 128  # bubblewrap exits 128 + N when its child was killed by signal N
 PIPE_CAPACITY_BYTES = 65536  # Linux's default pipe buffer: the BPF program is written before bwrap reads
+INFO_MAX_BYTES = 4096  # bubblewrap's --info-fd report ({"child-pid": N}) is far smaller
 
 
 @dataclass(frozen=True)
@@ -89,6 +96,8 @@ class Launch:
     preexec_fn: Callable[[], None]
     cwd: str
     cgroup: Cgroup | None = None
+    # Where bubblewrap reports the pid of the sandbox's pid 1 (`sandbox_pid`); None without bubblewrap.
+    info: socket.socket | None = None
     _parent_fds: list[int] = field(default_factory=list)
 
     def popen_kwargs(self) -> dict[str, Any]:
@@ -103,6 +112,9 @@ class Launch:
     def close(self) -> None:
         """Kill anything left in the process's cgroup and remove it."""
         self.started()
+        if self.info is not None:
+            self.info.close()
+            self.info = None
         if self.cgroup is not None:
             self.cgroup.destroy()
             self.cgroup = None
@@ -123,9 +135,12 @@ def node_argv(config: SandboxConfig, read_dirs: Sequence[str], entry: str, args:
     return [*argv, entry, *args]
 
 
-def bwrap_argv(config: SandboxConfig, runtime_dir: Path, hook_dir: Path, seccomp_fd: int | None) -> list[str]:
+def bwrap_argv(config: SandboxConfig, runtime_dir: Path, hook_dir: Path, seccomp_fd: int | None,
+               info_fd: int | None = None) -> list[str]:
     argv = [config.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try"]
+    if info_fd is not None:
+        argv += ["--info-fd", str(info_fd)]
     if config.layers.uid or os.geteuid() != 0:
         # Unprivileged bubblewrap works in a user namespace; nothing inside may make another.
         argv += ["--unshare-user", "--disable-userns"]
@@ -162,6 +177,7 @@ def prepare(
     parent_fds: list[int] = []
     pass_fds: tuple[int, ...] = ()
     cgroup: Cgroup | None = None
+    info: socket.socket | None = None
     try:
         if layers.limits:
             if config.cgroups is not None:
@@ -181,12 +197,18 @@ def prepare(
                 seccomp_fd = _pipe_with(compile_bpf())
                 parent_fds.append(seccomp_fd)
                 pass_fds = (seccomp_fd,)
-            argv = bwrap_argv(config, runtime_dir, hook_dir, seccomp_fd) + argv
+            info, their_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            info_fd = their_end.detach()
+            parent_fds.append(info_fd)
+            pass_fds = (*pass_fds, info_fd)
+            argv = bwrap_argv(config, runtime_dir, hook_dir, seccomp_fd, info_fd) + argv
         elif layers.seccomp:
             steps.append(Installer(compile_bpf()))
     except BaseException:
         for fd in parent_fds:
             os.close(fd)
+        if info is not None:
+            info.close()
         if cgroup is not None:
             cgroup.destroy()
         raise
@@ -196,7 +218,36 @@ def prepare(
             step()
 
     return Launch(argv=argv, env=dict(ENVIRONMENT), pass_fds=pass_fds, preexec_fn=preexec,
-                  cwd=str(hook_dir), cgroup=cgroup, _parent_fds=parent_fds)
+                  cwd=str(hook_dir), cgroup=cgroup, info=info, _parent_fds=parent_fds)
+
+
+def sandbox_pid(info: bytes) -> int | None:
+    """The pid (in the gateway's pid namespace) of the sandbox's pid 1, from what bubblewrap wrote
+    to `--info-fd`: `{"child-pid": N}`; None when it wrote nothing usable (it failed before)."""
+    try:
+        pid = json.loads(info).get("child-pid")
+    except (ValueError, AttributeError):
+        return None
+    return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 else None
+
+
+def child_pidfd(pid: int, parent: int) -> int | None:
+    """A pidfd of `pid` while it is still `parent`'s child (so not a reused number); None when it
+    has ended."""
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])  # "pid (comm) state ppid ..."
+    except (OSError, ValueError, IndexError):
+        ppid = None
+    if ppid != parent:
+        os.close(fd)
+        return None
+    return fd
 
 
 def ended_by(returncode: int) -> int | None:

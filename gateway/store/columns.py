@@ -21,6 +21,7 @@ HOOK_FIELD_COLUMNS = {
     "rateLimitPerSecond": "rate_limit_per_second",
     "format": "format",
     "disabledReason": "disabled_reason",
+    "script": "script",
 }
 
 
@@ -42,6 +43,7 @@ def hook_from_row(row: Sequence[Any]) -> Hook:
         created_at=row[13],
         updated_at=row[14],
         signature_scheme=row[15],
+        script=row[16],
     )
 
 

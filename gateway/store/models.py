@@ -53,6 +53,8 @@ class Hook:
     # The Standard Webhooks scheme of the current signing key: "v1" (HMAC-SHA256, `whsec_`) or
     # "v1a" (Ed25519, `whsk_`/`whpk_`); it changes only with that key (gateway/api/signing_secrets.py).
     signature_scheme: str = "v1"
+    # A hosted hook's Node.js code (gateway/runtime/), run instead of calling `url` (then "").
+    script: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,25 @@ def _hook_fields() -> dict[str, Schema]:
             "never leaves the gateway). A change is a rotation to a new key of that scheme; the "
             "old key keeps signing for [delivery] signing_grace.",
         },
+        "script": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": hooks.SCRIPT_MAX_CHARS,
+            "description": "Auth0's field: the hook's Node.js code (`module.exports = function "
+            "(...) {...}`), "
+            "run by the gateway in a sandbox through Auth0's compiler of the point, instead of a call "
+            "to a `url` (a hook has one or the other). At most 40,000 characters and 100 KiB of UTF-8; "
+            "the hook's secrets "
+            "are `context.webtask.secrets`. `400` where the gateway does not run scripts "
+            "([runtime] off, or the host lacks what the sandbox needs: the message names it). "
+            "`format` must be `auth0`.",
+        },
+        "dependencies": {
+            "type": "object",
+            "maxProperties": 0,
+            "additionalProperties": {"type": "string"},
+            "description": "Auth0's field: npm packages of a script. Not supported yet: only `{}`.",
+        },
     }
 
 
@@ -104,6 +123,10 @@ def _hook_schemas() -> dict[str, Schema]:
             "id": {"type": "string", "examples": ["hk_01m8rdsa9fcprd95nqrsay34n5"]},
             "triggerId": trigger,
             **fields,
+            "url": {**fields["url"], "type": ["string", "null"],
+                    "description": "Null for a hook with a `script`."},
+            "script": {**fields["script"], "type": ["string", "null"],
+                       "description": "Null for a hook with a `url`."},
             "disabledReason": nullable(
                 "string",
                 description="Why the gateway disabled the hook (e.g. the "
@@ -115,7 +138,9 @@ def _hook_schemas() -> dict[str, Schema]:
         sorted(hooks.HOOK_FIELDS),
         description="With `fields`, only the chosen fields (or all but them).",
     )
-    create = obj({"triggerId": trigger, **fields}, ["name", "triggerId", "url"], examples=[
+    one_of_url_script: Schema = {"anyOf": [{"required": ["url"]}, {"required": ["script"]}],
+                         "not": {"required": ["url", "script"]}}
+    create = obj({"triggerId": trigger, **fields}, ["name", "triggerId"], **one_of_url_script, examples=[
         {"name": "welcome-email", "triggerId": "post-user-registration", "url": "https://hooks.example.com/welcome",
          "enabled": True},
     ])
@@ -126,6 +151,7 @@ def _hook_schemas() -> dict[str, Schema]:
             "id": {"type": "string", "description": "Accepted only when unchanged (`400` otherwise)."},
         },
         minProperties=0,
+        **{"not": one_of_url_script["not"]},
     )
     return {
         "TriggerId": trigger,

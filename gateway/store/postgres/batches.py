@@ -6,7 +6,6 @@ one order (delivery ids sorted) to keep deadlocks rare."""
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +25,19 @@ _INSERT_TRACED_EVENTS = (
     "INSERT INTO events (id, tenant_id, trigger_id, body, created_at, traceparent)"
     " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::float8[], $6::text[])"
 )
+# Deliveries, and for the pending ones their queue rows (migration 006) and their lanes' wakes
+# (a row per lane, never the hook's row, which a claim may hold): one statement. A parked
+# delivery (a disabled hook's) wakes nothing; its hook's enable does.
 INSERT_DELIVERIES = (
-    f"INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
+    f"WITH d AS (INSERT INTO deliveries ({DELIVERY_COLUMNS})"  # noqa: S608
     " SELECT id, t, e, h, tr, k, s, n, due, err, cr, cr FROM unnest($1::text[], $2::text[], $3::text[],"
     " $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[], $9::float8[], $10::text[], $11::float8[])"
     " WITH ORDINALITY AS u(id, t, e, h, tr, k, s, n, due, err, cr, ord) ORDER BY ord"
+    " RETURNING id, hook_id, tenant_id, status, next_attempt_at, seq),"
+    " q AS (INSERT INTO delivery_queue (delivery_id, hook_id, tenant_id, due, seq)"
+    "  SELECT id, hook_id, tenant_id, next_attempt_at, seq FROM d WHERE status = 'pending')"
+    " INSERT INTO lane_wakes (hook_id, due) SELECT hook_id, MIN(next_attempt_at) FROM d"
+    f" WHERE status = 'pending' AND next_attempt_at < {PARKED_AT!r} GROUP BY hook_id"
 )
 _USE_KEY = (
     "INSERT INTO idempotency_keys"
@@ -43,12 +50,27 @@ _USE_KEY = (
 # A delivery is parked (`PARKED_AT`) only while its hook is disabled in the database: the
 # worker's view of the hook may be older than an enable (made just now, or on another instance),
 # and a parked delivery of an enabled hook would wait forever.
-_OUTCOME = (
-    "UPDATE deliveries SET status = $1, next_attempt_at = CASE WHEN $2::float8 >= $8::float8 AND EXISTS"
-    " (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.enabled) THEN $5 ELSE $2 END,"
-    " attempt_count = attempt_count + $3,"
-    " last_error = COALESCE($4, last_error), lease_owner = NULL, updated_at = $5"
-    " WHERE id = $6 AND status = 'pending' AND ($7::text IS NULL OR lease_owner = $7 OR lease_owner IS NULL)"
+#
+# An outcome moves a delivery on only while it is pending and its queue row is leased by the
+# worker's owner (or by nobody): its record is updated (no indexed column changes, so the update
+# is HOT when the page has room), and its queue row is deleted (finished) or due again, unleased
+# (a retry). The rows are locked first (`_LOCK`), so what the ownership check reads stays true.
+_MOVE = (
+    "WITH m AS (UPDATE deliveries SET status = u.status, next_attempt_at = CASE WHEN u.due >= $8::float8"
+    " AND EXISTS (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.enabled)"
+    " THEN u.now ELSE u.due END,"
+    " attempt_count = attempt_count + u.used,"
+    " last_error = COALESCE(u.err, last_error), updated_at = u.now"
+    " FROM unnest($1::text[], $2::float8[], $3::bigint[], $4::text[], $5::float8[], $6::text[], $7::text[])"
+    "  AS u(status, due, used, err, now, id, owner)"
+    # `= ANY`: the rows are found by their key, whatever the planner thinks of the join.
+    " WHERE deliveries.id = ANY($6::text[]) AND deliveries.id = u.id AND deliveries.status = 'pending'"
+    " AND EXISTS (SELECT 1 FROM delivery_queue q WHERE q.delivery_id = u.id"
+    "  AND (u.owner IS NULL OR q.lease_owner = u.owner OR q.lease_owner IS NULL))"
+    " RETURNING deliveries.id, deliveries.status, deliveries.next_attempt_at),"
+    " gone AS (DELETE FROM delivery_queue q USING m WHERE q.delivery_id = m.id AND m.status != 'pending')"
+    " UPDATE delivery_queue q SET due = m.next_attempt_at, lease_owner = NULL FROM m"
+    " WHERE q.delivery_id = m.id AND m.status = 'pending'"
 )
 # Numbered after the last recorded attempt, and only while the delivery exists (it may have
 # been purged meanwhile); its row is locked by then, so numbers never collide.
@@ -57,20 +79,16 @@ _ATTEMPT = (
     " SELECT $1, COALESCE((SELECT MAX(number) FROM attempts WHERE delivery_id = $1), 0) + 1,"
     " $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = $1)"
 )
-_LOCK_DELIVERIES = "SELECT 1 FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
-# The same two, for a whole batch in one statement each (each delivery at most once in it):
-# per-row statements cost the gateway and the server a round of bind/execute each.
-_OUTCOMES = (
-    "UPDATE deliveries SET status = u.status, next_attempt_at = CASE WHEN u.due >= $8::float8 AND EXISTS"
-    " (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.enabled) THEN u.now ELSE u.due END,"
-    " attempt_count = attempt_count + u.used,"
-    " last_error = COALESCE(u.err, last_error), lease_owner = NULL, updated_at = u.now"
-    " FROM unnest($1::text[], $2::float8[], $3::bigint[], $4::text[], $5::float8[], $6::text[], $7::text[])"
-    "  AS u(status, due, used, err, now, id, owner)"
-    # `= ANY`: the rows are found by their key, whatever the planner thinks of the join.
-    " WHERE deliveries.id = ANY($6::text[]) AND deliveries.id = u.id AND deliveries.status = 'pending'"
-    " AND (u.owner IS NULL OR deliveries.lease_owner = u.owner OR deliveries.lease_owner IS NULL)"
+# The deliveries' records, then their queue rows, each in id order (every transaction that waits
+# for a queue row holds the record's lock first; a claim waits for neither). One statement: the
+# count makes the records' locks a one-time filter, taken before any queue row is read.
+_LOCK = (
+    "WITH d AS (SELECT id FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE)"
+    " SELECT 1 FROM delivery_queue WHERE delivery_id = ANY($1::text[]) AND (SELECT count(*) FROM d) >= 0"
+    " ORDER BY delivery_id FOR UPDATE"
 )
+# The attempts of a whole batch in one statement (each delivery at most once in it): per-row
+# statements cost the gateway and the server a round of bind/execute each.
 _ATTEMPTS = (
     f"INSERT INTO attempts ({ATTEMPT_COLUMNS})"  # noqa: S608
     " SELECT u.id, COALESCE((SELECT MAX(a.number) FROM attempts a WHERE a.delivery_id = u.id), 0) + 1,"
@@ -138,11 +156,6 @@ async def run_ingests(c: Any, items: list[Ingest]) -> list[str | None]:
             [it.now if it.status == "pending" else None for it, _, _ in rows], [None] * len(rows),
             [it.now for it, _, _ in rows],
         )
-    wakes: dict[str, float] = {}
-    for it, _, hid in rows:
-        if it.status == "pending":
-            wakes[hid] = min(wakes.get(hid, math.inf), it.now)
-    await lanes.wake_many(c, wakes)
     return results
 
 
@@ -182,7 +195,7 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
     flat = [(o, now, owner) for outcomes, now, owner in items for o in outcomes]
     ids = {o.delivery_id for o, _, _ in flat}
     once = len(ids) == len(flat)  # else one row per statement, in order
-    await c.execute(_LOCK_DELIVERIES, sorted(ids))
+    await c.execute(_LOCK, sorted(ids))
     moves = [
         (
             o.status,
@@ -196,9 +209,9 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
         for o, now, owner in flat
     ]
     if once:
-        await c.execute(_OUTCOMES, *(list(column) for column in zip(*moves, strict=True)), PARKED_AT)
-    else:
-        await c.executemany(_OUTCOME, [(*m, PARKED_AT) for m in moves])
+        await c.execute(_MOVE, *(list(column) for column in zip(*moves, strict=True)), PARKED_AT)
+    else:  # one statement per outcome, in order
+        await c.executemany(_MOVE, [(*([v] for v in m), PARKED_AT) for m in moves])
     # The lanes, in the order of the outcomes; a delivery its worker parked (it saw the hook
     # disabled) wakes its lane at once, in case the hook was enabled meanwhile.
     run: list[tuple[Outcome, float]] = []

@@ -111,8 +111,7 @@ class DeliveryQueries:
 
         async def op(c: Any) -> None:
             await c.execute(
-                "UPDATE deliveries SET next_attempt_at = $1"
-                " WHERE id = ANY($2::text[]) AND status = 'pending' AND lease_owner = $3",
+                "UPDATE delivery_queue SET due = $1 WHERE delivery_id = ANY($2::text[]) AND lease_owner = $3",
                 float(until), sorted(delivery_ids), owner,
             )
 
@@ -169,9 +168,12 @@ class DeliveryQueries:
         """Push deliveries back without using an attempt (destination paused, hook at its cap)."""
 
         async def op(c: Any) -> None:
+            # The record first, then the queue row (the order every writer of both keeps).
             await c.execute(
-                "UPDATE deliveries SET next_attempt_at = $1, lease_owner = NULL, updated_at = $2"
-                " WHERE id = ANY($3::text[]) AND status = 'pending'",
+                "WITH d AS (UPDATE deliveries SET next_attempt_at = $1, updated_at = $2"
+                " WHERE id = ANY($3::text[]) AND status = 'pending' RETURNING id)"
+                " UPDATE delivery_queue SET due = $1, lease_owner = NULL"
+                " WHERE delivery_id IN (SELECT id FROM d)",
                 float(until), float(now), sorted(delivery_ids),
             )
             await lanes.wake_deliveries(c, delivery_ids, until)
@@ -184,11 +186,15 @@ class DeliveryQueries:
         owner still leases: a delivery whose outcome was recorded keeps its due time."""
 
         async def op(c: Any) -> None:
+            ids = sorted(delivery_ids)
+            await c.execute("SELECT 1 FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids)
             await c.execute(
-                "UPDATE deliveries SET next_attempt_at = $1, lease_owner = NULL, updated_at = $1"
-                " WHERE id = ANY($2::text[]) AND status = 'pending'"
-                " AND ($3::text IS NULL OR lease_owner = $3)",
-                float(now), sorted(delivery_ids), owner,
+                "WITH q AS (UPDATE delivery_queue SET due = $1, lease_owner = NULL"
+                " WHERE delivery_id = ANY($2::text[]) AND ($3::text IS NULL OR lease_owner = $3)"
+                " RETURNING delivery_id)"
+                " UPDATE deliveries SET next_attempt_at = $1, updated_at = $1"
+                " WHERE id IN (SELECT delivery_id FROM q) AND status = 'pending'",
+                float(now), ids, owner,
             )
             await lanes.wake_deliveries(c, delivery_ids, now)
 
@@ -230,22 +236,25 @@ class DeliveryQueries:
         async def op(c: Any) -> tuple[Delivery, list[Attempt]] | None:
             if has_nul(tenant_id, delivery_id):
                 return None
-            row = await c.fetchrow(
-                f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2",  # noqa: S608
-                tenant_id,
-                delivery_id,
-            )
-            if row is None:
-                return None
-            attempts = [
-                Attempt(*r)
-                for r in await c.fetch(
-                    "SELECT number, started_at, duration_ms, status_code, error, response_body, rl_limit,"
-                    " rl_remaining, rl_reset, retry_after FROM attempts WHERE delivery_id = $1"
-                    " ORDER BY number",
+            # One snapshot: an outcome records its attempt and moves the delivery on in one
+            # transaction, and the two reads see both or neither.
+            async with c.transaction(isolation="repeatable_read", readonly=True):
+                row = await c.fetchrow(
+                    f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE tenant_id = $1 AND id = $2",  # noqa: S608
+                    tenant_id,
                     delivery_id,
                 )
-            ]
+                if row is None:
+                    return None
+                attempts = [
+                    Attempt(*r)
+                    for r in await c.fetch(
+                        "SELECT number, started_at, duration_ms, status_code, error, response_body, rl_limit,"
+                        " rl_remaining, rl_reset, retry_after FROM attempts WHERE delivery_id = $1"
+                        " ORDER BY number",
+                        delivery_id,
+                    )
+                ]
             return delivery_from_row(row), attempts
 
         return await self.db.read(op)
@@ -259,8 +268,9 @@ class DeliveryQueries:
             if has_nul(tenant_id, delivery_id):
                 raise NotFound(f"delivery {shown(delivery_id)} not found")
             row = await c.fetchrow(
-                "SELECT d.kind, h.id, h.enabled, d.status, d.lease_owner, d.next_attempt_at, d.event_id"
+                "SELECT d.kind, h.id, h.enabled, d.status, q.lease_owner, q.due, d.event_id"
                 " FROM deliveries d LEFT JOIN hooks h ON h.id = d.hook_id"
+                " LEFT JOIN delivery_queue q ON q.delivery_id = d.id"
                 " WHERE d.tenant_id = $1 AND d.id = $2 FOR UPDATE OF d",
                 tenant_id,
                 delivery_id,
@@ -288,10 +298,17 @@ class DeliveryQueries:
                     raise Conflict(f"delivery {other} of the same event to this hook is pending already")
             due = now if row[2] else PARKED_AT
             await c.execute(
-                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, lease_owner = NULL,"
-                " updated_at = $2 WHERE id = $3",
+                "UPDATE deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $2"
+                " WHERE id = $3",
                 due,
                 now,
+                delivery_id,
+            )
+            await c.execute(
+                "INSERT INTO delivery_queue (delivery_id, hook_id, tenant_id, due, seq)"
+                " SELECT id, hook_id, tenant_id, $1, seq FROM deliveries WHERE id = $2"
+                " ON CONFLICT (delivery_id) DO UPDATE SET due = EXCLUDED.due, lease_owner = NULL",
+                due,
                 delivery_id,
             )
             await lanes.wake_deliveries(c, [delivery_id], due)
@@ -390,8 +407,7 @@ class DeliveryQueries:
                     INSERT_DELIVERIES,
                     ids, [tenant_id] * n, created, [hook_id] * n, [hook[2]] * n, ["async"] * n,
                     ["pending"] * n, [0] * n, [due] * n, [None] * n, [now] * n,
-                )
-                await lanes.wake(c, [hook_id], due)
+                )  # their queue rows and their lane's wake with them
             return ids, skipped
 
         return await self.db.write(op)
@@ -479,6 +495,6 @@ class DeliveryQueries:
 
     async def backlog(self) -> int:
         async def op(c: Any) -> int:
-            return int(await c.fetchval("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"))
+            return int(await c.fetchval("SELECT COUNT(*) FROM delivery_queue"))
 
         return await self.db.read(op)

@@ -1,6 +1,6 @@
 """What `/metrics` reads from PostgreSQL when it is scraped: pending deliveries by state, the
-oldest one, paused destinations, disabled hooks. The pending rows are read once, through the
-lanes' partial index of pending rows (finished deliveries are not looked at)."""
+oldest one, paused destinations, disabled hooks. The pending rows are read once, from the queue
+of pending deliveries (finished deliveries are not looked at)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from .database import Database
 
 # An expired lease is due again: in flight means leased with the lease still running.
 _PENDING_SQL = (
-    "SELECT count(*), count(*) FILTER (WHERE next_attempt_at <= $1),"
-    " count(*) FILTER (WHERE next_attempt_at >= $2),"
-    " count(*) FILTER (WHERE lease_owner IS NOT NULL AND next_attempt_at > $1 AND next_attempt_at < $2),"
-    " min(created_at) FROM deliveries WHERE status = 'pending'"
+    "SELECT count(*), count(*) FILTER (WHERE q.due <= $1),"
+    " count(*) FILTER (WHERE q.due >= $2),"
+    " count(*) FILTER (WHERE q.lease_owner IS NOT NULL AND q.due > $1 AND q.due < $2),"
+    " min(d.created_at) FROM delivery_queue q JOIN deliveries d ON d.id = q.delivery_id"
 )
 _DISABLED_SQL = (
     "SELECT CASE WHEN disabled_reason IS NULL THEN 'tenant' ELSE 'gateway' END, count(*)"

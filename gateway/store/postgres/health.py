@@ -67,7 +67,7 @@ class HealthQueries:
 
         async def op(c: Any) -> list[Backlog]:
             rows = await c.fetch(
-                "SELECT tenant_id, COUNT(*) AS n FROM deliveries WHERE status = 'pending'"
+                "SELECT tenant_id, COUNT(*) AS n FROM delivery_queue"
                 " GROUP BY tenant_id ORDER BY n DESC, tenant_id LIMIT $1",
                 limit,
             )

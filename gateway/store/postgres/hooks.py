@@ -72,7 +72,7 @@ class HookQueries:
             try:
                 await c.execute(
                     f"INSERT INTO hooks ({HOOK_COLUMNS})"  # noqa: S608
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
                     hook.id,
                     hook.tenant_id,
                     hook.name,
@@ -89,6 +89,7 @@ class HookQueries:
                     float(hook.created_at),
                     float(hook.updated_at),
                     hook.signature_scheme,
+                    hook.script,
                 )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"a hook named {hook.name!r} already exists", field="name") from None
@@ -204,21 +205,9 @@ class HookQueries:
                 # Parked: pending deliveries wait, without using attempts, until re-enabled. One
                 # in flight keeps its lease (its outcome moves it on): parked, an enable would make
                 # it due while it is still being sent, and it would stop counting against the cap.
-                await c.execute(
-                    "UPDATE deliveries SET next_attempt_at = $1 WHERE hook_id = $2 AND status = 'pending'"
-                    " AND (lease_owner IS NULL OR next_attempt_at <= $3)",
-                    PARKED_AT,
-                    hook_id,
-                    now,
-                )
+                await c.execute(lanes.PARK_HOOK_SQL, PARKED_AT, hook_id, now)
             elif after.enabled and not before.enabled:
-                await c.execute(
-                    "UPDATE deliveries SET next_attempt_at = $1 WHERE hook_id = $2 AND status = 'pending'"
-                    " AND next_attempt_at >= $3",
-                    now,
-                    hook_id,
-                    PARKED_AT,
-                )
+                await c.execute(lanes.UNPARK_HOOK_SQL, now, hook_id, PARKED_AT)
             # An edit applies to queued work: the lane is looked at again now, under the new
             # limits, but not before a 429's wait (`hold_until`); a new rate starts from a fresh
             # turn, a new URL from no run of 429s and no wait the old receiver asked for.
@@ -252,6 +241,8 @@ class HookQueries:
                 float(now),
                 hook_id,
             )
+            await c.execute("DELETE FROM delivery_queue WHERE hook_id = $1", hook_id)
+            await c.execute("DELETE FROM lane_wakes WHERE hook_id = $1", hook_id)
 
         await self.db.write(op)
 

@@ -8,8 +8,15 @@ Several instances claim from one database at once, so a claim locks what it serv
   serve one lane at once, so a hook's in-flight count, its rate's turns and its due time are
   read and written by one claim at a time; a lane another claim holds is skipped, not waited
   for;
-- the deliveries it picks, `FOR UPDATE SKIP LOCKED`, so a row another transaction is changing
-  is left for the next claim.
+- the deliveries it picks (their rows of `delivery_queue`, the narrow table of pending
+  deliveries that claims and leases write: migration 006), `FOR UPDATE SKIP LOCKED`, so a row
+  another transaction is changing is left for the next claim.
+
+A wake (an ingest's, a retry's, ...) adds a row to `lane_wakes` instead of updating the hook's
+row, which a claim may hold: it never waits for a claim, and a claim that settles the lane
+without seeing the new deliveries (their transaction not yet committed) cannot erase it, since
+the claim deletes only the wake rows it sees. A lane with a due wake row is claimed like a due
+lane (not before its `hold_until`).
 
 A claim never waits for a lock, so it takes part in no deadlock. A lane named in `recheck`
 that another claim holds is handed back to the caller, which names it to its next claim: the
@@ -21,7 +28,8 @@ claim, and with `n` claims running at once (delivery workers x instances) a tena
 `n` x its cap in flight (plus, as on SQLite, one per hook that had none); a claim takes
 milliseconds, so in practice the cap is passed rarely, briefly, and by little.
 
-A claim costs a fixed number of round trips (lanes, counts, one per pass, settle, bodies),
+A claim costs a fixed number of round trips (lanes, counts, one per pass, lease with bodies,
+settle),
 whatever the number of lanes or of deliveries waiting in them.
 """
 
@@ -32,14 +40,22 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import PARKED_AT, RATE_AHEAD_S, Claimed, Outcome
-from .rows import DELIVERY_COLUMNS, delivery_from_row
+from .rows import delivery_from_row
 
 TENANT_RECHECK_S = 0.25  # a lane whose tenant is at its in-flight cap is looked at again this much later
 
-_LANE_COLUMNS = "id, tenant_id, enabled, max_concurrency, rate_limit_per_second, rate_next_at, throttled"
+_LANE_COLUMNS = (
+    "id, tenant_id, enabled, max_concurrency, rate_limit_per_second, rate_next_at, throttled, hold_until"
+)
+# Due lanes, then lanes a wake row (`lane_wakes`) says are due though their `next_due` does not
+# yet (an ingest's, which adds a row rather than wait for the hook's row a claim may hold). A
+# woken lane on hold is only settled (its wake rows spent, due when the hold ends), not served.
 _LANES_SQL = (
-    f"SELECT {_LANE_COLUMNS} FROM hooks WHERE next_due <= $1 ORDER BY next_due, id LIMIT $2"  # noqa: S608
-    " FOR NO KEY UPDATE SKIP LOCKED"
+    f"SELECT * FROM (SELECT {_LANE_COLUMNS} FROM hooks WHERE next_due <= $1 ORDER BY next_due, id"  # noqa: S608
+    " LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) a"
+    f" UNION ALL SELECT * FROM (SELECT {_LANE_COLUMNS} FROM hooks"  # noqa: S608
+    " WHERE id IN (SELECT hook_id FROM lane_wakes WHERE due <= $1) AND (next_due IS NULL OR next_due > $1)"
+    " ORDER BY id LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) b"
 )
 # Lanes a finished delivery may have unblocked (at their cap until then), unless on hold.
 _RECHECK_WHERE = (
@@ -52,54 +68,79 @@ _RECHECK_SQL = (
 # Of those, the ones another transaction holds (a claim elsewhere, whose count of the lane's
 # deliveries in flight may predate the finish): to be looked at by a later claim.
 _RECHECK_LOCKED_SQL = f"SELECT id FROM hooks WHERE {_RECHECK_WHERE}"  # noqa: S608
-# A lane's due deliveries, in due order then insertion order, through `deliveries_lane`.
+# A lane's due deliveries, in due order then insertion order, through `delivery_queue_lane`.
 LANE_DUE_SQL = (
-    "SELECT id FROM deliveries WHERE hook_id = $1 AND status = 'pending' AND next_attempt_at <= $2"
-    " ORDER BY next_attempt_at, seq LIMIT $3"
+    "SELECT delivery_id FROM delivery_queue WHERE hook_id = $1 AND due <= $2 ORDER BY due, seq LIMIT $3"
 )
 # The due deliveries of several lanes at once, at most `n` of each, locked for this claim; not
 # those an earlier pass of the claim picked ($4: they are leased only at its end, and a row
 # locked by its own transaction is not skipped).
 _PICK_SQL = (
-    "SELECT l.hook_id, d.id FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS l(hook_id, n, ord)"
-    " CROSS JOIN LATERAL (SELECT id, next_attempt_at, seq FROM deliveries"
-    "  WHERE hook_id = l.hook_id AND status = 'pending' AND next_attempt_at <= $3"
-    "  AND NOT (id = ANY($4::text[]))"
-    "  ORDER BY next_attempt_at, seq LIMIT l.n FOR UPDATE SKIP LOCKED) d"
-    " ORDER BY l.ord, d.next_attempt_at, d.seq"
+    "SELECT l.hook_id, d.delivery_id"
+    " FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS l(hook_id, n, ord)"
+    " CROSS JOIN LATERAL (SELECT delivery_id, due, seq FROM delivery_queue"
+    "  WHERE hook_id = l.hook_id AND due <= $3 AND NOT (delivery_id = ANY($4::text[]))"
+    "  ORDER BY due, seq LIMIT l.n FOR UPDATE SKIP LOCKED) d"
+    " ORDER BY l.ord, d.due, d.seq"
 )
+# A disabled lane's due deliveries are parked (the queue row and the record), none waited for.
 _PARK_SQL = (
-    "UPDATE deliveries SET next_attempt_at = $1, lease_owner = NULL WHERE id IN"
-    " (SELECT id FROM deliveries WHERE hook_id = ANY($2::text[]) AND status = 'pending'"
-    "  AND next_attempt_at <= $3 FOR UPDATE SKIP LOCKED)"
+    "WITH q AS (SELECT delivery_id FROM delivery_queue WHERE hook_id = ANY($2::text[]) AND due <= $3"
+    "  FOR UPDATE SKIP LOCKED),"
+    " d AS (SELECT id FROM deliveries WHERE id IN (SELECT delivery_id FROM q) FOR UPDATE SKIP LOCKED),"
+    " r AS (UPDATE deliveries SET next_attempt_at = $1 WHERE id IN (SELECT id FROM d))"
+    " UPDATE delivery_queue SET due = $1, lease_owner = NULL WHERE delivery_id IN (SELECT id FROM d)"
+)
+# A hook disabled: its pending deliveries are parked ($1), records and queue rows (the records
+# first, as every writer of both), until it is enabled again. One in flight keeps its lease
+# (its outcome moves it on): parked, an enable would make it due while it is still being sent,
+# and it would stop counting against the cap.
+PARK_HOOK_SQL = (
+    "WITH d AS (UPDATE deliveries SET next_attempt_at = $1 WHERE id IN"
+    "  (SELECT delivery_id FROM delivery_queue WHERE hook_id = $2 AND (lease_owner IS NULL OR due <= $3))"
+    "  AND status = 'pending' RETURNING id)"
+    " UPDATE delivery_queue SET due = $1 WHERE delivery_id IN (SELECT id FROM d)"
+)
+# A hook enabled: its parked deliveries are due at $1.
+UNPARK_HOOK_SQL = (
+    "WITH d AS (UPDATE deliveries SET next_attempt_at = $1 WHERE id IN"
+    "  (SELECT delivery_id FROM delivery_queue WHERE hook_id = $2 AND due >= $3)"
+    "  AND status = 'pending' RETURNING id)"
+    " UPDATE delivery_queue SET due = $1 WHERE delivery_id IN (SELECT id FROM d) AND due >= $3"
 )
 # In flight: leased, lease not run out (a dead worker's rows stop counting when they come due),
 # not parked (a hook disabled mid-attempt parks the row it is sending).
 _HOOK_BUSY_SQL = (
-    "SELECT hook_id, COUNT(*), MIN(next_attempt_at) FROM deliveries WHERE hook_id = ANY($1::text[])"
-    " AND status = 'pending' AND lease_owner IS NOT NULL AND next_attempt_at > $2 AND next_attempt_at < $3"
-    " GROUP BY hook_id"
+    "SELECT hook_id, COUNT(*), MIN(due) FROM delivery_queue WHERE hook_id = ANY($1::text[])"
+    " AND lease_owner IS NOT NULL AND due > $2 AND due < $3 GROUP BY hook_id"
 )
 _TENANT_BUSY_SQL = (
-    "SELECT tenant_id, COUNT(*) FROM deliveries WHERE tenant_id = ANY($1::text[]) AND status = 'pending'"
-    " AND lease_owner IS NOT NULL AND next_attempt_at > $2 AND next_attempt_at < $3 GROUP BY tenant_id"
+    "SELECT tenant_id, COUNT(*) FROM delivery_queue WHERE tenant_id = ANY($1::text[])"
+    " AND lease_owner IS NOT NULL AND due > $2 AND due < $3 GROUP BY tenant_id"
 )
+# The lease, and what the worker needs of each leased delivery (its record, the lease's end as
+# its due time, its event's body and trace context), in one statement.
 _LEASE_SQL = (
-    f"UPDATE deliveries SET next_attempt_at = $1, lease_owner = $2 WHERE id = ANY($3::text[])"  # noqa: S608
-    f" RETURNING {DELIVERY_COLUMNS}"
+    "WITH q AS (UPDATE delivery_queue SET due = $1, lease_owner = $2 WHERE delivery_id = ANY($3::text[])"
+    "  RETURNING delivery_id, due)"
+    " SELECT d.id, d.tenant_id, d.event_id, d.hook_id, d.trigger_id, d.kind, d.status, d.attempt_count,"
+    " q.due, d.last_error, d.created_at, d.updated_at, e.body, e.traceparent"
+    " FROM q JOIN deliveries d ON d.id = q.delivery_id LEFT JOIN events e ON e.id = d.event_id"
 )
 # Each served lane's rate turn and next due time, in one statement. `back`: the lane took all it
 # was offered and nothing holds it: due now, at the back of the line. Otherwise its earliest
 # pending delivery (leases included, so a dead worker's rows are found again), not before `hold`
-# or its `hold_until`; nothing pending: NULL.
+# or its `hold_until`; nothing pending: NULL. The lanes' wake rows are spent: those this
+# statement sees belong to committed transactions, whose deliveries the same snapshot sees;
+# one it does not see yet stays for the next claim.
 _SETTLE_SQL = (
-    "UPDATE hooks h SET"
+    "WITH spent AS (DELETE FROM lane_wakes WHERE hook_id = ANY($2::text[]) AND due <= $1)"
+    " UPDATE hooks h SET"
     " rate_next_at = CASE WHEN u.rated THEN u.tat ELSE h.rate_next_at END,"
     " next_due = CASE WHEN u.back THEN GREATEST($1, COALESCE(h.hold_until, 0))"
     "  ELSE (SELECT CASE WHEN m.at IS NULL THEN NULL"
     "        ELSE GREATEST(m.at, $1, COALESCE(u.hold, 0), COALESCE(h.hold_until, 0)) END"
-    "        FROM (SELECT MIN(d.next_attempt_at) AS at FROM deliveries d"
-    "              WHERE d.hook_id = h.id AND d.status = 'pending') m) END"
+    "        FROM (SELECT MIN(q.due) AS at FROM delivery_queue q WHERE q.hook_id = h.id) m) END"
     " FROM unnest($2::text[], $3::boolean[], $4::float8[], $5::boolean[], $6::float8[])"
     "  AS u(id, rated, tat, back, hold)"
     " WHERE h.id = u.id"
@@ -125,17 +166,12 @@ _AFTER_OUTCOME_SQL = (
 _AFTER_OUTCOME = _AFTER_OUTCOME_SQL.format(
     which="COALESCE($4::text, (SELECT hook_id FROM deliveries WHERE id = $5::text))"
 )
-# A wake: the lanes are due no later than `at`, but not before their hold. Rows already due
-# enough are not touched (and so not locked).
-_WAKE_SQL = (
-    "UPDATE hooks SET next_due = GREATEST(u.at, COALESCE(hold_until, 0))"
-    " FROM unnest($1::text[], $2::float8[]) AS u(id, at)"
-    " WHERE hooks.id = u.id AND (next_due IS NULL OR next_due > GREATEST(u.at, COALESCE(hold_until, 0)))"
-)
+# A wake: the lanes are due no later than `at` (not before their hold: the claim and `next_due`
+# read the hold). A row added, never the hook's row updated: see `lane_wakes` in migration 006.
+_WAKE_SQL = "INSERT INTO lane_wakes (hook_id, due) SELECT * FROM unnest($1::text[], $2::float8[])"
 _WAKE_DELIVERIES_SQL = (
-    "UPDATE hooks SET next_due = GREATEST($1, COALESCE(hold_until, 0))"
-    " WHERE id IN (SELECT hook_id FROM deliveries WHERE id = ANY($2::text[]))"
-    " AND (next_due IS NULL OR next_due > GREATEST($1, COALESCE(hold_until, 0)))"
+    "INSERT INTO lane_wakes (hook_id, due) SELECT DISTINCT hook_id, $1::float8 FROM deliveries"
+    " WHERE id = ANY($2::text[])"
 )
 
 
@@ -183,18 +219,20 @@ async def claim(
     disabled = [r[0] for r in rows if not r[2]]
     if disabled:
         await c.execute(_PARK_SQL, PARKED_AT, disabled, now)
-    enabled = [r for r in rows if r[2]]
+    held = [r[0] for r in rows if r[2] and r[7] is not None and r[7] > now]  # woken, but on hold
+    enabled = [r for r in rows if r[2] and not (r[7] is not None and r[7] > now)]
     tenant_busy: dict[str, int] = {}
     hook_busy: dict[str, tuple[int, float | None]] = {}
     if enabled:
         tenants = sorted({r[1] for r in enabled})
         tenant_busy = {t: 0 for t in tenants}
-        for t, n in await c.fetch(_TENANT_BUSY_SQL, tenants, now, PARKED_AT):
-            tenant_busy[t] = int(n)
+        if tenant_cap is not None:  # counted only where a cap reads it
+            for t, n in await c.fetch(_TENANT_BUSY_SQL, tenants, now, PARKED_AT):
+                tenant_busy[t] = int(n)
         for h, n, first in await c.fetch(_HOOK_BUSY_SQL, [r[0] for r in enabled], now, PARKED_AT):
             hook_busy[h] = (int(n), first)
     lanes: list[_Lane] = []
-    for hook_id, tenant_id, _enabled, cap, rate, rate_next, throttled in enabled:
+    for hook_id, tenant_id, _enabled, cap, rate, rate_next, throttled, _hold in enabled:
         busy, first_lease_end = hook_busy.get(hook_id, (0, None))
         tat = max(rate_next or now, now)
         tokens = _tokens(tat, now, 1.0 / rate) if rate else limit
@@ -207,8 +245,8 @@ async def claim(
         for lane in lanes:
             if lane.first_lease_end is None and lane.busy > hook_busy.get(lane.hook_id, (0, None))[0]:
                 lane.first_lease_end = now + lease_s
-    await _settle_all(c, lanes, disabled, tenant_busy, now=now, tenant_cap=tenant_cap)
-    claimed = await _load(c, [(leased[did], throttled, nb) for did, throttled, nb in picked if did in leased])
+    await _settle_all(c, lanes, disabled + held, tenant_busy, now=now, tenant_cap=tenant_cap)
+    claimed = [_claimed(leased[did], throttled, nb) for did, throttled, nb in picked if did in leased]
     return claimed, held_elsewhere
 
 
@@ -263,10 +301,11 @@ def _room(lane: _Lane, share: int, left: int, tenant_busy: dict[str, int], tenan
 
 
 async def _settle_all(
-    c: Any, lanes: list[_Lane], disabled: list[str], tenant_busy: dict[str, int], *, now: float,
+    c: Any, lanes: list[_Lane], unserved: list[str], tenant_busy: dict[str, int], *, now: float,
     tenant_cap: int | None,
 ) -> None:
-    """When each lane looked at may send again, by what holds it back (one statement)."""
+    """When each lane looked at may send again, by what holds it back (one statement). The
+    `unserved` lanes (disabled, or woken while on hold) get their earliest due time."""
     ids: list[str] = []
     rated: list[bool] = []
     tats: list[float | None] = []
@@ -285,7 +324,7 @@ async def _settle_all(
         tats.append(lane.tat if lane.rate else None)
         back.append(lane.full and not holds)
         holds_at.append(max(holds) if holds else None)
-    for hook_id in disabled:
+    for hook_id in unserved:
         ids.append(hook_id)
         rated.append(False)
         tats.append(None)
@@ -295,21 +334,11 @@ async def _settle_all(
         await c.execute(_SETTLE_SQL, now, ids, rated, tats, back, holds_at)
 
 
-async def _load(c: Any, picked: list[tuple[Any, int, float | None]]) -> list[Claimed]:
-    """The claimed deliveries with their event bodies (and trace contexts), in the order they
-    were picked."""
-    if not picked:
-        return []
-    event_ids = list({row[2] for row, _, _ in picked})
-    found = await c.fetch("SELECT id, body, traceparent FROM events WHERE id = ANY($1::text[])", event_ids)
-    events = {r[0]: (bytes(r[1]), r[2]) for r in found}
-    out = []
-    for row, throttled, not_before in picked:
-        d = delivery_from_row(row)
-        body, traceparent = events.get(d.event_id, (b"{}", None))
-        out.append(Claimed(delivery=d, body=body, throttled=throttled, not_before=not_before,
-                           traceparent=traceparent))
-    return out
+def _claimed(row: Any, throttled: int, not_before: float | None) -> Claimed:
+    """A leased delivery (a row of `_LEASE_SQL`) with its event's body and trace context."""
+    body = row[12]
+    return Claimed(delivery=delivery_from_row(row[:12]), body=bytes(body) if body is not None else b"{}",
+                   throttled=throttled, not_before=not_before, traceparent=row[13])
 
 
 def _tokens(tat: float, now: float, interval: float) -> int:
@@ -324,13 +353,6 @@ async def wake(c: Any, hook_ids: Iterable[str], at: float) -> None:
     ids = sorted(set(hook_ids))
     if ids:
         await c.execute(_WAKE_SQL, ids, [float(at)] * len(ids))
-
-
-async def wake_many(c: Any, due: dict[str, float]) -> None:
-    """Each hook's lane is due no later than its time (what several wakes in a row leave)."""
-    if due:
-        ids = sorted(due)
-        await c.execute(_WAKE_SQL, ids, [float(due[h]) for h in ids])
 
 
 async def wake_deliveries(c: Any, delivery_ids: Sequence[str], at: float) -> None:
@@ -359,19 +381,26 @@ async def after_outcomes(c: Any, outcomes: Sequence[tuple[Outcome, float]]) -> N
 
 
 async def next_due(c: Any) -> float | None:
-    """When the first lane is due (to sleep until then, not a fixed poll)."""
-    value = await c.fetchval("SELECT MIN(next_due) FROM hooks")
+    """When the first lane is due (to sleep until then, not a fixed poll): a wake row counts from
+    the end of its lane's hold."""
+    value = await c.fetchval(
+        "SELECT LEAST((SELECT MIN(next_due) FROM hooks),"
+        " (SELECT MIN(GREATEST(w.due, COALESCE(h.hold_until, 0)))"
+        "  FROM lane_wakes w JOIN hooks h ON h.id = w.hook_id))"
+    )
     return float(value) if value is not None else None
 
 
 async def repair(c: Any) -> int:
     """Make due every lane that has pending deliveries but no due time (rows written by hand, or
-    a bug): a safety net, so that no accepted delivery can be forgotten. Returns how many."""
+    a bug): a safety net, so that no accepted delivery can be forgotten. Returns how many. Wake
+    rows of deleted hooks go too."""
+    await c.execute(
+        "DELETE FROM lane_wakes w WHERE NOT EXISTS (SELECT 1 FROM hooks h WHERE h.id = w.hook_id)"
+    )
     status = await c.execute(
-        "UPDATE hooks SET next_due = (SELECT MIN(d.next_attempt_at) FROM deliveries d"
-        " WHERE d.hook_id = hooks.id AND d.status = 'pending')"
-        " WHERE next_due IS NULL AND EXISTS"
-        " (SELECT 1 FROM deliveries d WHERE d.hook_id = hooks.id AND d.status = 'pending')"
+        "UPDATE hooks SET next_due = (SELECT MIN(q.due) FROM delivery_queue q WHERE q.hook_id = hooks.id)"
+        " WHERE next_due IS NULL AND EXISTS (SELECT 1 FROM delivery_queue q WHERE q.hook_id = hooks.id)"
     )
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0

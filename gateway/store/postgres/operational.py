@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..models import PARKED_AT, Outcome, Pause
+from . import lanes
 from .database import Database
 from .rows import has_nul
 
@@ -19,11 +20,6 @@ _START_SQL = (
 _RESTART_SQL = (
     "UPDATE hooks SET failing_since = u.t FROM unnest($1::text[], $2::float8[]) AS u(id, t)"
     " WHERE hooks.id = ANY($1::text[]) AND hooks.id = u.id"
-)
-# As an edit that disables the hook (gateway/store/postgres/hooks.py update_hook).
-_PARK_SQL = (
-    "UPDATE deliveries SET next_attempt_at = $1 WHERE hook_id = $2 AND status = 'pending'"
-    " AND (lease_owner IS NULL OR next_attempt_at <= $3)"
 )
 
 
@@ -76,7 +72,8 @@ class OperationalQueries:
             )
             if not done:
                 return False
-            await c.execute(_PARK_SQL, PARKED_AT, hook_id, now)
+            # As an edit that disables the hook (gateway/store/postgres/hooks.py update_hook).
+            await c.execute(lanes.PARK_HOOK_SQL, PARKED_AT, hook_id, now)
             return True
 
         return await self.db.write(op)

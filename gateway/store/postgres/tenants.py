@@ -104,8 +104,8 @@ class TenantQueries:
                 "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE tenant_id = $1)",
                 tenant_id,
             )
-            for table in ("deliveries", "events", "idempotency_keys", "destination_pauses", "replays",
-                          "dashboard_sessions"):
+            for table in ("deliveries", "delivery_queue", "events", "idempotency_keys", "destination_pauses",
+                          "replays", "dashboard_sessions"):
                 await c.execute(f"DELETE FROM {table} WHERE tenant_id = $1", tenant_id)  # noqa: S608 - fixed names
 
         await self.db.write(op)

@@ -66,7 +66,7 @@ class HookQueries:
             try:
                 c.execute(
                     f"INSERT INTO hooks ({HOOK_COLUMNS})"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         hook.id,
                         hook.tenant_id,
@@ -84,6 +84,7 @@ class HookQueries:
                         hook.created_at,
                         hook.updated_at,
                         hook.signature_scheme,
+                        hook.script,
                     ),
                 )
             except sqlite3.IntegrityError as exc:

@@ -23,7 +23,7 @@ TENANT_COLUMNS = "id, name, allowed_cidrs, deadlines, max_in_flight, created_at,
 HOOK_COLUMNS = (
     'id, tenant_id, name, trigger_id, url, enabled, "order", timeout_ms, failure_policy, '
     "max_concurrency, rate_limit_per_second, format, disabled_reason, created_at, updated_at, "
-    "signature_scheme"
+    "signature_scheme, script"
 )
 DELIVERY_COLUMNS = (
     "id, tenant_id, event_id, hook_id, trigger_id, kind, status, attempt_count, next_attempt_at, "
