@@ -37,7 +37,7 @@ from .settings import Settings
 from .store import open_store
 from .store.base import Store
 from .transport import Transport
-from .web import BODY_TIMEOUT, json_response
+from .web import BODY_TIMEOUT, LINGER_S, json_response
 
 log = logging.getLogger("gateway.shutdown")
 
@@ -108,7 +108,7 @@ def create_app(
     app = web.Application(
         middlewares=[guard],
         client_max_size=settings.server.max_body_bytes,
-        handler_args={"max_field_size": 16384},
+        handler_args={"max_field_size": 16384, "lingering_time": LINGER_S},
     )
     app[SERVICES] = svc
     app[INTAKE] = Intake()

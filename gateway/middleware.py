@@ -61,7 +61,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     costs every request a call."""
     response = await _guarded(request, handler)
     if request.get(CLOSE_AFTER_ANSWER):
-        await answer_and_close(request, response)
+        answer_and_close(response)
     return response
 
 

@@ -30,8 +30,12 @@ _NUMBER = re.compile(r"-?[0-9]{1,400}(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,4})?")
 # for ever. The head is bounded by aiohttp's keep-alive timer, which runs until a head is whole.
 BODY_TIMEOUT: web.AppKey[float] = web.AppKey("body_timeout", float)
 DEFAULT_BODY_TIMEOUT_S = 10.0
-# Set on a request whose stream cannot be read on (a body cut off): the outermost middleware sends
-# the answer and closes the connection, instead of aiohttp lingering up to 10 s for the rest.
+# Set on a request whose stream cannot be read on (a body cut off): the outermost middleware
+# answers `Connection: close`. After an answer given before the whole body was read (a 408, 413,
+# 401), aiohttp keeps reading and dropping the rest for `LINGER_S` before it closes, so that the
+# caller reads the answer rather than a reset; 2 s instead of aiohttp's 10 s bounds what a
+# trickling caller can hold.
+LINGER_S = 2.0
 CLOSE_AFTER_ANSWER: web.RequestKey[bool] = web.RequestKey("close_after_answer", bool)
 
 
@@ -44,12 +48,10 @@ def body_timed_out(request: web.Request, what: str, timeout: float) -> RequestTi
     return RequestTimeout(f"{what} did not arrive within {timeout:g} s")
 
 
-async def answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
-    """Send `response` whole now, then close the connection without reading what is left."""
-    response.force_close()  # says `Connection: close`
-    await response.prepare(request)
-    await response.write_eof()
-    request.protocol.force_close()  # the transport sends what it holds, then closes
+def answer_and_close(response: web.StreamResponse) -> None:
+    """Answer `Connection: close`: aiohttp then reads and drops what the caller still sends for
+    at most `LINGER_S` (so the caller gets to read the answer before the close), and closes."""
+    response.force_close()
 
 
 def dumps(value: Any) -> str:
