@@ -33,9 +33,12 @@ integrations/node_modules/.installed: integrations/package-lock.json
 	cd integrations && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
-## test: set up and run the whole test suite
+## test: set up and run the whole test suite: most of it in JOBS processes (its tests mostly wait
+## on sockets and timers), then alone the tests that kill processes and measure what survives
+JOBS ?= 3
 test: $(STAMP) node
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(JOBS) --dist loadfile -m "not serial"
+	$(BIN)/pytest -q -m serial
 
 ## screenshots: rewrite docs/screenshots/ from the browser tests (needs chromium)
 screenshots: $(STAMP) node

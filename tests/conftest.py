@@ -58,7 +58,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Run alone by `make test`, after the rest: several gateway processes killed or timed against each
+# other, whose windows a busy machine would blur.
+SERIAL_MODULES = frozenset({
+    "test_crash_loop", "test_crash_recovery", "test_failover", "test_load_balancer", "test_instances",
+    "test_receiver_faults_memory", "test_graceful_shutdown",
+})
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rpartition(".")[2] in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "serial: run alone (`make test` runs these after the others, in one process)")
     config.addinivalue_line(
         "markers", "sqlite_only: on SQLite only: the test reads the SQLite file itself, or what it tests"
         " never reaches the store (its PostgreSQL twin, if any, is elsewhere)")
