@@ -47,6 +47,9 @@ def _version_key(path: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".") if p.isdigit())
 
 
+_REMOVERS: list[subprocess.Popen[bytes]] = []
+
+
 class PostgresServer:
     """One server in a temporary directory; `start()`, `url(db)`, `stop()`."""
 
@@ -115,8 +118,10 @@ class PostgresServer:
         # Removed by a process of its own, not waited for: a server that held a database per test
         # of a whole run is thousands of files, and deleting them inside the last test's teardown
         # once took longer than that test's timeout.
-        subprocess.Popen(["rm", "-rf", "--", str(self.root)], stdin=subprocess.DEVNULL,  # noqa: S603, S607
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        # Kept here, never waited for: the removal may outlive the test run.
+        _REMOVERS.append(subprocess.Popen(["rm", "-rf", "--", str(self.root)],  # noqa: S603, S607
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
 
     def _run(self, argv: list[str]) -> None:
         if self._user is not None:
