@@ -86,6 +86,7 @@ class DeliveryEngine:
         self._begun: set[str] = set()  # in-flight deliveries whose send has begun (or is done)
         self._finished: set[str] = set()  # hooks with a delivery finished since the last claim
         self._last_send: dict[str, float] = {}  # rate-limited hook: when this engine last sent to it
+        self._turns: dict[str, float] = {}  # rate-limited hook: the latest turn a send of it reserved
         self.delivered = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -391,17 +392,27 @@ class DeliveryEngine:
         and it comes no sooner than 1/rate after this engine's previous send to the hook, which
         may have gone out late (its view loading): the receiver sees the spacing it asked for.
         The wait is short by construction, and bounded all the same."""
+        interval = 1.0 / rate
         earliest = not_before or 0.0
-        last = self._last_send.get(hook_id)
-        if last is not None:
-            earliest = max(earliest, last + 1.0 / rate)
-        wait = earliest - self.clock()
-        if wait > 0:
-            await asyncio.sleep(min(wait, RATE_AHEAD_S + TURN_LATENESS_MAX_S))
+        reserved = self._turns.get(hook_id)
+        if reserved is not None:
+            earliest = max(earliest, reserved + interval)
+        # Reserved before any wait: a turn of the same hook awaited meanwhile by another worker
+        # of this engine comes 1/rate after this one, never at the same moment.
+        self._turns[hook_id] = max(earliest, self.clock())
+        for _ in range(2):  # this turn, then 1/rate after the previous send if that went out late
+            wait = earliest - self.clock()
+            if wait > 0:
+                await asyncio.sleep(min(wait, RATE_AHEAD_S + TURN_LATENESS_MAX_S))
+            last = self._last_send.get(hook_id)
+            if last is None or last + interval <= self.clock():
+                break
+            earliest = last + interval
         self._last_send[hook_id] = self.clock()
         if len(self._last_send) > 10_000:  # hooks come and go: forget the quiet ones
             horizon = self.clock() - 60.0
             self._last_send = {h: t for h, t in self._last_send.items() if t >= horizon}
+            self._turns = {h: t for h, t in self._turns.items() if t >= horizon}
 
     async def _check(self, d: Delivery) -> LiveHook | Outcome:
         """The hook to send to now, or the outcome that holds the delivery back."""
