@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,50 +13,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 from conftest import Gateway, Received
+from sqlite_lock import Lock
 
 from gateway.ingest import INTAKE
 
 PUR = "post-user-registration"
 EVENT = {"user": {"id": "u1"}, "context": {"connection": {"id": "con_1", "name": "db"}}}
 WAIT_S = 20.0  # bound of every wait below
-
-LOCK_HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.read()  # until the test closes our stdin
-conn.execute("COMMIT")
-"""
-
-
-class Lock:
-    """The SQLite file's write lock, held by another process until `release()`."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def take(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LOCK_HOLDER, str(self.path),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout=WAIT_S)
-        assert line.strip() == b"locked"
-
-    async def release(self) -> None:
-        if self.proc is None or self.proc.returncode is not None:
-            return
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        assert await asyncio.wait_for(self.proc.wait(), timeout=WAIT_S) == 0
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.kill()
-
 
 def locked_quickly(path: Path) -> dict[str, str]:
     """[database] of a SQLite file whose writes give up on a held lock after 200 ms."""

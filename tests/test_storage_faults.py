@@ -15,7 +15,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ import pytest
 from aiohttp import web
 from conftest import Gateway, Receiver
 from pgserver import PostgresServer, find_bindir
+from sqlite_lock import Lock
 
 PUR = "post-user-registration"
 CE = "credentials-exchange"
@@ -199,47 +199,19 @@ async def test_sqlite_disk_full_answers_503_and_recovers_when_space_is_freed(
     await survives(gw, make_receiver, start=start, clear=clear, reason="disk full", pad=PAD_BYTES)
 
 
-LOCK_HOLDER = """
-import sqlite3, sys
-conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
-conn.execute("BEGIN EXCLUSIVE")
-print("locked", flush=True)
-sys.stdin.read()  # until the test closes our stdin
-conn.execute("COMMIT")
-"""
-
-
 @pytest.mark.sqlite_only
 async def test_sqlite_locked_by_another_process_answers_503_and_recovers_when_released(
     tmp_path, make_gateway, make_settings, make_receiver
 ) -> None:
     path = tmp_path / "gateway.db"
     gw = await make_gateway(make_settings(database={"url": f"sqlite:///{path}", "busy_timeout": "200ms"}))
-    holder: list[asyncio.subprocess.Process] = []
-
-    async def start() -> None:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", LOCK_HOLDER, str(path),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )
-        holder.append(proc)
-        assert proc.stdout is not None
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=WAIT_S)
-        assert line.strip() == b"locked"
-
-    async def clear() -> None:
-        proc = holder[0]
-        assert proc.stdin is not None
-        proc.stdin.close()
-        assert await asyncio.wait_for(proc.wait(), timeout=WAIT_S) == 0
-
+    lock = Lock(path)
     try:
-        await survives(gw, make_receiver, start=start, clear=clear, reason="database locked")
+        await survives(gw, make_receiver, start=lock.take, clear=lock.release, reason="database locked")
     finally:
-        for proc in holder:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        lock.kill()
+        if lock.proc is not None:
+            await lock.proc.wait()
 
 
 @pytest.mark.sqlite_only
