@@ -217,6 +217,16 @@ class Gateway:
         assert resp.status == 200, await resp.text()
         return await resp.json()  # type: ignore[no-any-return]
 
+    async def only_delivery(self, hook_id: str, tenant: str = "acme") -> dict[str, Any]:
+        """The hook's one recorded delivery, with its attempts (blocking calls' records written
+        first), through the Management API."""
+        await self.invoker.drain()
+        resp = await self.client.get(f"/api/v2/deliveries?hookId={hook_id}", headers=self.auth(tenant))
+        assert resp.status == 200, await resp.text()
+        listed = await resp.json()
+        assert len(listed) == 1, listed
+        return await self.delivery(listed[0]["id"], tenant)
+
     async def wait_delivery(
         self,
         delivery_id: str,

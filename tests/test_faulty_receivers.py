@@ -155,16 +155,6 @@ def assert_one_request_per_attempt(fault: Fault, peer: RawPeer | None, attempts:
         assert peer.accepted == attempts, (peer, attempts)
 
 
-async def recorded(gateway: Gateway, hook_id: str) -> dict[str, Any]:
-    """The hook's one delivery with its attempts, through the Management API."""
-    await gateway.invoker.drain()
-    resp = await gateway.client.get(f"/api/v2/deliveries?hookId={hook_id}", headers=gateway.auth())
-    assert resp.status == 200, await resp.text()
-    listed = await resp.json()
-    assert len(listed) == 1, listed
-    return await gateway.delivery(listed[0]["id"])
-
-
 async def wait_attempts(gateway: Gateway, delivery_id: str, count: int) -> dict[str, Any]:
     """The delivery once `count` attempts are recorded (bounded in time)."""
     d: dict[str, Any] = {}
@@ -239,7 +229,7 @@ async def call(gateway: Gateway, trigger_id: str) -> dict[str, Any]:
 
 async def assert_blocking_record(gateway: Gateway, hook_id: str, fault: Fault, name: str,
                                  peer: RawPeer | None) -> None:
-    d = await recorded(gateway, hook_id)
+    d = await gateway.only_delivery(hook_id)
     assert d["kind"] == "sync" and d["status"] == "failed" and d["nextAttemptAt"] is None, d
     attempts = d["attempts"]
     # Within the deadline, a connection failure or a 5xx is tried again after a short backoff;

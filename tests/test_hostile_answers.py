@@ -118,16 +118,6 @@ async def forward_credentials_exchange(gateway: Gateway) -> dict[str, Any]:
     return strict_json(text)  # type: ignore[no-any-return]
 
 
-async def recorded(gateway: Gateway, hook_id: str) -> dict[str, Any]:
-    """The one recorded delivery of the hook, with its attempts, through the Management API."""
-    await gateway.invoker.drain()
-    resp = await gateway.client.get(f"/api/v2/deliveries?hookId={hook_id}", headers=gateway.auth())
-    assert resp.status == 200, await resp.text()
-    listed = await resp.json()
-    assert len(listed) == 1, listed
-    return await gateway.delivery(listed[0]["id"])
-
-
 def assert_attempt_bounded(attempt: dict[str, Any]) -> None:
     rate = attempt["rateLimit"]
     for count in (rate["limit"], rate["remaining"]):
@@ -187,7 +177,7 @@ async def test_odd_rate_limit_headers_do_not_break_a_blocking_call(
     hook = await gateway.create_hook(triggerId="credentials-exchange", url=receiver.url(), enabled=True)
     answer = await forward_credentials_exchange(gateway)
     assert answer == {"status": "success", "data": {"scope": ["read:items"], CLAIM: "ok"}}
-    delivery = await recorded(gateway, hook["id"])
+    delivery = await gateway.only_delivery(hook["id"])
     assert delivery["status"] == "succeeded"
     assert len(delivery["attempts"]) == 1
     assert_attempt_bounded(delivery["attempts"][0])
@@ -214,7 +204,7 @@ async def test_a_429_with_an_odd_retry_after_is_a_recorded_failure(
     answer = await forward_credentials_exchange(gateway)
     assert answer["status"] == "error" and answer["data"]["name"] == "ServerError"
     assert "429" in answer["data"]["message"]
-    delivery = await recorded(gateway, hook["id"])
+    delivery = await gateway.only_delivery(hook["id"])
     assert delivery["status"] == "failed"
     assert [a["statusCode"] for a in delivery["attempts"]] == [429]  # no usable Retry-After: not retried
 
@@ -238,7 +228,7 @@ async def test_an_answer_that_is_not_strict_json_fails_the_hook_with_policy_fail
     assert answer["status"] == "error"
     assert answer["data"]["name"] == "ServerError"
     assert "'strict'" in answer["data"]["message"] and "JSON" in answer["data"]["message"]
-    delivery = await recorded(gateway, hook["id"])
+    delivery = await gateway.only_delivery(hook["id"])
     assert delivery["status"] == "failed"
     assert "JSON" in delivery["lastError"]
     assert "JSON" in delivery["attempts"][-1]["error"]
@@ -255,7 +245,7 @@ async def test_an_answer_that_is_not_strict_json_is_skipped_with_policy_skip(
     answer = await forward_credentials_exchange(gateway)
     event = sample_event("credentials-exchange")
     assert answer == {"status": "success", "data": {"scope": event["scope"]}}  # as if the hook were absent
-    delivery = await recorded(gateway, hook["id"])
+    delivery = await gateway.only_delivery(hook["id"])
     assert delivery["status"] == "failed"
     assert "JSON" in delivery["attempts"][-1]["error"]
 
@@ -332,7 +322,7 @@ async def test_an_internal_error_in_a_hook_call_is_its_recorded_failed_attempt(
     else:
         assert answer["data"] == {"scope": event["scope"]}
     await invoker.drain()
-    delivery = await recorded(gateway, hook["id"])
+    delivery = await gateway.only_delivery(hook["id"])
     assert delivery["status"] == "failed"
     assert delivery["lastError"] == "internal error: RuntimeError"
     assert [a["error"] for a in delivery["attempts"]] == ["internal error: RuntimeError"]
