@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from conftest import Gateway
+from sockets import read_request
 
 from gateway.delivery.schedule import RATE_LIMIT_INT_MAX, RESET_AHEAD_MAX_S, RETRY_AFTER_MAX_S
 from gateway.invoke import Invoker
@@ -66,14 +67,8 @@ async def raw_receiver() -> AsyncIterator[RawFactory]:
             tasks.add(task)
             try:
                 for _ in range(1000):  # requests on one connection, bounded
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = 0
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    await reader.readexactly(length)
-                    peer.requests += 1
+                    if not await read_request(reader, peer):  # counts it in peer.requests
+                        break
                     writer.write(answer)
                     await writer.drain()
             except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
