@@ -87,16 +87,39 @@ _LOCK = (
     " SELECT 1 FROM delivery_queue WHERE delivery_id = ANY($1::text[]) AND (SELECT count(*) FROM d) >= 0"
     " ORDER BY delivery_id FOR UPDATE"
 )
-# The attempts of a whole batch in one statement (each delivery at most once in it): per-row
-# statements cost the gateway and the server a round of bind/execute each.
-_ATTEMPTS = (
-    f"INSERT INTO attempts ({ATTEMPT_COLUMNS})"  # noqa: S608
-    " SELECT u.id, COALESCE((SELECT MAX(a.number) FROM attempts a WHERE a.delivery_id = u.id), 0) + 1,"
-    " u.st, u.ms, u.code, u.err, u.body, u.lim, u.rem, u.reset, u.ra"
-    " FROM unnest($1::text[], $2::float8[], $3::float8[], $4::bigint[], $5::text[], $6::text[], $7::bigint[],"
-    "  $8::bigint[], $9::float8[], $10::float8[]) WITH ORDINALITY"
-    "  AS u(id, st, ms, code, err, body, lim, rem, reset, ra, ord)"
-    " WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = u.id) ORDER BY u.ord"
+ATTEMPT_ARRAYS = 10  # the attempts' columns, as `unnest` takes them below
+# `_LOCK`, `_MOVE` and the attempts of the whole batch as one statement (the common batch: each
+# delivery once in it): one round trip instead of three. The locks are a CTE that the others read
+# as a one-time filter (none of their columns in it: PostgreSQL runs it before either scans a
+# row), so every row is locked, in order, before anything moves; the move and the attempts read
+# one snapshot, as they did as two statements after the locks.
+_LOCK_MOVE_RECORD = (
+    "WITH lk AS (SELECT 1 FROM delivery_queue WHERE delivery_id = ANY($1::text[]) AND (SELECT count(*)"  # noqa: S608
+    "  FROM (SELECT id FROM deliveries WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE) d) >= 0"
+    "  ORDER BY delivery_id FOR UPDATE),"
+    " locked AS (SELECT count(*) AS n FROM lk),"
+    " m AS (UPDATE deliveries SET status = u.status, next_attempt_at = CASE WHEN u.due >= $9::float8"
+    "  AND EXISTS (SELECT 1 FROM hooks h WHERE h.id = deliveries.hook_id AND h.enabled)"
+    "  THEN u.now ELSE u.due END,"
+    "  attempt_count = attempt_count + u.used, last_error = COALESCE(u.err, last_error), updated_at = u.now"
+    "  FROM unnest($2::text[], $3::float8[], $4::bigint[], $5::text[], $6::float8[], $7::text[], $8::text[])"
+    "   AS u(status, due, used, err, now, id, owner)"
+    "  WHERE (SELECT n FROM locked) >= 0"
+    "  AND deliveries.id = ANY($7::text[]) AND deliveries.id = u.id AND deliveries.status = 'pending'"
+    "  AND EXISTS (SELECT 1 FROM delivery_queue q WHERE q.delivery_id = ANY($7::text[])"
+    "   AND q.delivery_id = u.id AND (u.owner IS NULL OR q.lease_owner = u.owner OR q.lease_owner IS NULL))"
+    "  RETURNING deliveries.id, deliveries.status, deliveries.next_attempt_at),"
+    " gone AS (DELETE FROM delivery_queue q USING m WHERE q.delivery_id = m.id AND m.status != 'pending'),"
+    f" a AS (INSERT INTO attempts ({ATTEMPT_COLUMNS})"
+    "  SELECT u.id, COALESCE((SELECT MAX(x.number) FROM attempts x WHERE x.delivery_id = u.id), 0) + 1,"
+    "  u.st, u.ms, u.code, u.err, u.body, u.lim, u.rem, u.reset, u.ra"
+    "  FROM unnest($10::text[], $11::float8[], $12::float8[], $13::bigint[], $14::text[], $15::text[],"
+    "   $16::bigint[], $17::bigint[], $18::float8[], $19::float8[]) WITH ORDINALITY"
+    "   AS u(id, st, ms, code, err, body, lim, rem, reset, ra, ord)"
+    "  WHERE (SELECT n FROM locked) >= 0 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.id = u.id)"
+    "  ORDER BY u.ord)"
+    " UPDATE delivery_queue q SET due = m.next_attempt_at, lease_owner = NULL FROM m"
+    " WHERE q.delivery_id = m.id AND m.status = 'pending'"
 )
 
 
@@ -195,7 +218,6 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
     flat = [(o, now, owner) for outcomes, now, owner in items for o in outcomes]
     ids = {o.delivery_id for o, _, _ in flat}
     once = len(ids) == len(flat)  # else one row per statement, in order
-    await c.execute(_LOCK, sorted(ids))
     moves = [
         (
             o.status,
@@ -208,9 +230,12 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
         )
         for o, now, owner in flat
     ]
-    if once:
-        await c.execute(_MOVE, *(list(column) for column in zip(*moves, strict=True)), PARKED_AT)
+    attempts = [(o.delivery_id, *attempt_values(o.attempt)) for o, _, _ in flat if o.attempt is not None]
+    if once:  # the locks, the moves and the attempts: one round trip
+        await c.execute(_LOCK_MOVE_RECORD, sorted(ids), *_columns(moves, len(moves[0])), PARKED_AT,
+                        *_columns(attempts, ATTEMPT_ARRAYS))
     else:  # one statement per outcome, in order
+        await c.execute(_LOCK, sorted(ids))
         await c.executemany(_MOVE, [(*([v] for v in m), PARKED_AT) for m in moves])
     # The lanes, in the order of the outcomes; a delivery its worker parked (it saw the hook
     # disabled) wakes its lane at once, in case the hook was enabled meanwhile.
@@ -223,9 +248,11 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
             await lanes.wake_deliveries(c, [o.delivery_id], now)
     await lanes.after_outcomes(c, run)
     await operational.note_attempts(c, [(o, now) for o, now, _ in flat])  # the hooks' runs of failures
-    attempts = [(o.delivery_id, *attempt_values(o.attempt)) for o, _, _ in flat if o.attempt is not None]
-    if attempts and once:
-        await c.execute(_ATTEMPTS, *(list(column) for column in zip(*attempts, strict=True)))
-    elif attempts:
+    if attempts and not once:
         await c.executemany(_ATTEMPT, attempts)
     return [None] * len(items)
+
+
+def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """The columns of `rows` (each `width` wide) as lists, for `unnest` (none: empty lists)."""
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]

@@ -35,6 +35,7 @@ I = TypeVar("I")  # noqa: E741 - an item of a group commit
 R = TypeVar("R")
 
 MAX_BATCH = 500  # calls per group-commit transaction
+RANDOM_PAGE_COST = "1.1"  # for the gateway's sessions: the planner's cost of a page read by key
 TX_RETRIES = 5  # a transaction chosen as a deadlock's victim is run again this many times
 CLOSE_WAIT_S = 10.0  # writes still running get this long at close
 
@@ -94,6 +95,11 @@ class Database:
         return {
             "statement_timeout": str(max(1, int(self.statement_timeout_s * 1000))),
             "application_name": "hooks-gateway",
+            # The store's statements find rows by key, in tables whose working set is in memory.
+            # With the default (4, a spinning disk's), the planner seq-scans the queue and the
+            # deliveries while they are small (thousands of rows) or their statistics are stale,
+            # at a cost that grows with the table, for every batch (docs/DECISIONS.md).
+            "random_page_cost": RANDOM_PAGE_COST,
         }
 
     async def open(self) -> None:

@@ -31,7 +31,10 @@ from .rows import (
     require_hook,
 )
 
-GROUP_LANES = 4  # group-commit transactions of one kind at once
+GROUP_LANES = 4  # group-commit ingest transactions at once
+# Outcomes: fewer at once, so that each carries more (a batch costs about the same round trips
+# and statements whatever its size).
+OUTCOME_LANES = 2
 
 
 class DeliveryQueries:
@@ -44,7 +47,7 @@ class DeliveryQueries:
     def _group_commits(self) -> None:
         self._recheck_later: set[str] = set()
         self._ingests = GroupCommit(self.db, run_ingests, lanes=GROUP_LANES)
-        self._outcomes = GroupCommit(self.db, run_outcomes, lanes=GROUP_LANES)
+        self._outcomes = GroupCommit(self.db, run_outcomes, lanes=OUTCOME_LANES)
 
     # -- events and deliveries -------------------------------------------------------------
 
