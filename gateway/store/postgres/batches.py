@@ -6,6 +6,7 @@ one order (delivery ids sorted) to keep deadlocks rare."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,12 @@ INSERT_DELIVERIES = (
     "  SELECT id, hook_id, tenant_id, next_attempt_at, seq FROM d WHERE status = 'pending')"
     " INSERT INTO lane_wakes (hook_id, due) SELECT hook_id, MIN(next_attempt_at) FROM d"
     f" WHERE status = 'pending' AND next_attempt_at < {PARKED_AT!r} GROUP BY hook_id"
+)
+# A batch of ingests: its events, then its deliveries as `INSERT_DELIVERIES` (parameters moved
+# up by six), in one round trip (no foreign key joins the two tables).
+_INGEST = (
+    "WITH ev AS (" + _INSERT_TRACED_EVENTS + "), "
+    + re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + 6}", INSERT_DELIVERIES.removeprefix("WITH "))
 )
 _USE_KEY = (
     "INSERT INTO idempotency_keys"
@@ -159,26 +166,28 @@ async def run_ingests(c: Any, items: list[Ingest]) -> list[str | None]:
         stored.append(it)
     if not stored:
         return results
-    await c.execute(
-        _INSERT_TRACED_EVENTS,
+    events = [
         [it.event_id for it in stored], [it.tenant_id for it in stored], [it.trigger_id for it in stored],
         [it.body for it in stored], [it.now for it in stored], [it.traceparent for it in stored],
-    )
+    ]
     rows = [(it, did, hid) for it in stored for did, hid in it.deliveries]
-    if rows:
-        await c.execute(
-            INSERT_DELIVERIES,
-            [did for _, did, _ in rows],
-            [it.tenant_id for it, _, _ in rows],
-            [it.event_id for it, _, _ in rows],
-            [hid for _, _, hid in rows],
-            [it.trigger_id for it, _, _ in rows],
-            [it.kind for it, _, _ in rows],
-            [it.status for it, _, _ in rows],
-            [0] * len(rows),
-            [it.now if it.status == "pending" else None for it, _, _ in rows], [None] * len(rows),
-            [it.now for it, _, _ in rows],
-        )
+    if not rows:
+        await c.execute(_INSERT_TRACED_EVENTS, *events)
+        return results
+    await c.execute(
+        _INGEST,
+        *events,
+        [did for _, did, _ in rows],
+        [it.tenant_id for it, _, _ in rows],
+        [it.event_id for it, _, _ in rows],
+        [hid for _, _, hid in rows],
+        [it.trigger_id for it, _, _ in rows],
+        [it.kind for it, _, _ in rows],
+        [it.status for it, _, _ in rows],
+        [0] * len(rows),
+        [it.now if it.status == "pending" else None for it, _, _ in rows], [None] * len(rows),
+        [it.now for it, _, _ in rows],
+    )
     return results
 
 
