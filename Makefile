@@ -20,9 +20,10 @@ run: $(STAMP)
 	$(BIN)/gateway demo --config $(CONFIG)
 
 ## node: Auth0's hook compilers for the hosted hooks' runtime and the compatibility tests, the
-## browser tests' OpenID Connect provider and axe-core, and the integrations' auth servers (needs
-## node and npm)
-node: gateway/runtime/node/node_modules/.installed tests/node/node_modules/.installed tests/oidc/node_modules/.installed integrations/node_modules/.installed
+## browser tests' OpenID Connect provider and axe-core, the integrations' auth servers, and the
+## real packages (lodash) the dependency-install tests serve from their own registry (needs node
+## and npm)
+node: gateway/runtime/node/node_modules/.installed tests/node/node_modules/.installed tests/oidc/node_modules/.installed integrations/node_modules/.installed tests/npm_packages/node_modules/.installed
 gateway/runtime/node/node_modules/.installed: gateway/runtime/node/package-lock.json
 	cd gateway/runtime/node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@

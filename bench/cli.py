@@ -27,6 +27,7 @@ from . import (
     s6_postgres,
     s7_retention,
     s8_tracing,
+    s9_hosted,
 )
 from .procs import Pinning
 from .profile import py_spy
@@ -45,6 +46,7 @@ SCENARIOS: dict[str, tuple[str, Callable[[Context], Section]]] = {
     "6": ("PostgreSQL", s6_postgres.run),
     "7": ("retention", s7_retention.run),
     "8": ("tracing off and on", s8_tracing.run),
+    "9": ("hosted hooks", s9_hosted.run),
 }
 
 

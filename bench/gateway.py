@@ -155,5 +155,15 @@ class Gateway:
         hook: dict[str, Any] = self._call("POST", "/api/v2/hooks", token, body)
         return hook
 
-    def post(self, path: str, body: Any) -> Any:
-        return self._call("POST", path, self.token((SCOPE_FORWARD,)), body)
+    def create_script_hook(self, trigger: str, script: str, tenant: str = TENANT,
+                           secrets: dict[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+        """A hosted hook (its `script` run by the gateway's runtime), then its secrets."""
+        token = self.token((SCOPE_READ, SCOPE_CREATE, SCOPE_UPDATE), tenant=tenant)
+        body = {"name": f"bench {trigger}", "triggerId": trigger, "script": script, "enabled": True, **fields}
+        hook: dict[str, Any] = self._call("POST", "/api/v2/hooks", token, body)
+        if secrets:
+            self._call("POST", f"/api/v2/hooks/{hook['id']}/secrets", token, secrets)
+        return hook
+
+    def post(self, path: str, body: Any, tenant: str = TENANT) -> Any:
+        return self._call("POST", path, self.token((SCOPE_FORWARD,), tenant=tenant), body)

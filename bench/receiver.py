@@ -5,6 +5,10 @@ that rate-limits the gateway with a token bucket: `X-RateLimit-Limit/Remaining/R
 answer (Reset: seconds until the bucket is full again), `429` with `Retry-After` when empty.
 `GET /stats` answers the counts; `POST /reset` zeroes them.
 
+For the hosted-hooks scenario: a POST to a path under `/claim` answers what a
+credentials-exchange hook adding one claim answers: the body's `scope` and
+`https://example.com/claim` (the body is parsed, as the hosted script's compiler parses it).
+
 For the noisy-neighbour scenario: with `--hang S` a POST to a path under `/hang` gets no answer
 for S seconds (the handler is cancelled when the caller closes the connection); with `--mark P`
 the arrival of the first request whose body holds `P` and digits is kept by that number,
@@ -29,6 +33,8 @@ STATS = web.AppKey("stats", dict)
 TIMES = web.AppKey("times", array)  # arrival time (unix seconds) of every request, in order
 MARKS = web.AppKey("marks", dict)  # with --mark: number in the body -> first arrival (unix seconds)
 HANG_PREFIX = "/hang"
+CLAIM_PREFIX = "/claim"
+CLAIM = "https://example.com/claim"
 
 
 class Bucket:
@@ -50,6 +56,12 @@ class Bucket:
 
     def wait_s(self) -> float:
         return max(0.0, (1.0 - self.tokens) / self.rate)
+
+
+def _claim(body: bytes) -> bytes:
+    """A credentials-exchange hook's answer: the token's scope and one claim added."""
+    event = json.loads(body)
+    return json.dumps({"status": "success", "data": {"scope": event.get("scope") or [], CLAIM: "x"}}).encode()
 
 
 def _fresh() -> dict[str, float]:
@@ -79,6 +91,8 @@ def make_app(bucket: Bucket | None, *, hang_s: float = 0.0, mark: bytes | None =
             await asyncio.sleep(hang_s)  # cancelled when the caller gives up and closes
         if bucket is None:
             stats["ok"] += 1
+            if request.path.startswith(CLAIM_PREFIX):
+                return web.Response(body=_claim(body), content_type="application/json")
             return web.Response(body=ANSWER, content_type="application/json")
         allowed, remaining, reset_s = bucket.take()
         headers = {

@@ -55,7 +55,8 @@ class LiveHook:
               secrets: dict[str, str] | None = None, hosting: Hosting | None = None) -> LiveHook:
         hosted = None
         if hook.script is not None:
-            hosted = HostedHook(hook.tenant_id, hook.id, hook.trigger_id, hook.script, dict(secrets or {}))
+            hosted = HostedHook(hook.tenant_id, hook.id, hook.trigger_id, hook.script, dict(secrets or {}),
+                                dependencies=hook.dependencies)
         return cls(hook=hook, signer=signer, head=header_lines({**BASE_HEADERS, **headers}), hosted=hosted,
                    hosting=hosting if hosted is not None else None)
 

@@ -254,8 +254,29 @@ class RuntimeSettings:
     pids: int = 32  # cgroup tasks cap of each process (threads count); 0: none
     # The supervisor (gateway/runtime/supervisor.py): one process per hook, never shared.
     max_processes: int = 64  # live processes at most; the least recently used idle one makes room
+    max_processes_per_tenant: int = 16  # ... of them one tenant's hooks may hold (the rest stay for others)
     recycle_calls: int = 1000  # a process is replaced after this many calls (and before cpu_seconds runs out)
     idle_timeout: Duration = Duration(300.0)  # a process idle this long is stopped
+    # Scripts' outbound HTTP goes through an egress proxy per process (gateway/runtime/egress_proxy.py),
+    # under [egress] allow_cidrs and connect_timeout, with these caps; egress_connections = 0: no network.
+    egress_connections: int = 8  # tunnels (connections) a hook's process may have open at once
+    egress_bytes_mib: int = 8  # bytes through one tunnel, both ways together; it is cut past this
+    egress_timeout: Duration = Duration(60.0)  # a tunnel's whole life
+    # Hooks' `dependencies` (gateway/runtime/dependencies.py): installed once per set with npm,
+    # sandboxed, the registry its only way out; then read-only, shared by every hook of that set.
+    npm: str = "/usr/bin/npm"  # npm's command (its package folder is bound into the install's sandbox)
+    npm_registry: str = "https://registry.npmjs.org/"
+    # PEM certificates npm trusts for an https registry instead of node's own list (a registry
+    # with a private CA, or a TLS-inspecting proxy): e.g. "/etc/ssl/certs/ca-certificates.crt".
+    npm_cafile: str = ""
+    # Where installed sets live; "": `hook-dependencies` beside the SQLite database file, or
+    # `data/hook-dependencies` with PostgreSQL. Every parent folder must be world-traversable.
+    dependencies_dir: str = ""
+    install_timeout: Duration = Duration(120.0)  # one install's wall time at most
+    max_install_mib: int = 64  # an installed set's size at most (and any one file's while installing)
+    max_dependencies_mib: int = 1024  # every installed set together at most; sets no hook uses are removed
+    max_packages: int = 200  # packages in an installed set (its lockfile's) at most
+    max_dependencies: int = 32  # entries in a hook's `dependencies` at most; 0: dependencies refused
 
 
 @dataclass(frozen=True)
@@ -495,11 +516,27 @@ def _validate_runtime(s: Settings) -> None:
             raise ConfigError(f"{where} {key} must be at least {lowest}")
     if r.max_processes < 1 or r.recycle_calls < 1 or r.idle_timeout <= 0:
         raise ConfigError(f"{where} max_processes and recycle_calls must be at least 1, idle_timeout above 0")
+    if r.max_processes_per_tenant < 1:
+        raise ConfigError(f"{where} max_processes_per_tenant must be at least 1")
+    if r.egress_connections < 0 or r.egress_bytes_mib < 1 or r.egress_timeout <= 0:
+        raise ConfigError(f"{where} egress_connections must be at least 0, egress_bytes_mib at least 1, "
+                          "egress_timeout above 0")
     if 0 < r.memory_mib < 64 or 0 < r.pids < 16:
         raise ConfigError(f"{where} memory_mib must be 0 or at least 64, pids 0 or at least 16")
-    for key in ("node", "bwrap"):
+    for key in ("node", "bwrap", "npm"):
         if not getattr(r, key).startswith("/"):
             raise ConfigError(f"{where} {key} must be an absolute path")
+    if r.npm_cafile and not r.npm_cafile.startswith("/"):
+        raise ConfigError(f"{where} npm_cafile must be an absolute path (or \"\": node's own CA list)")
+    registry = urlsplit(r.npm_registry)
+    if registry.scheme not in ("https", "http") or not registry.hostname or registry.query \
+            or registry.fragment:
+        raise ConfigError(f"{where} npm_registry must be an http(s) URL without query or fragment")
+    if r.install_timeout <= 0 or r.max_install_mib < 1 or r.max_packages < 1 or r.max_dependencies < 0:
+        raise ConfigError(f"{where} install_timeout must be above 0, max_install_mib and max_packages at "
+                          "least 1, max_dependencies at least 0")
+    if r.max_dependencies_mib < r.max_install_mib:
+        raise ConfigError(f"{where} max_dependencies_mib must be at least max_install_mib")
 
 
 def _env_value(text: str) -> Any:

@@ -3,9 +3,9 @@ node process the gateway supervises, through Auth0's own compilers, on the block
 asynchronous paths, with everything downstream (chains, failure policy, records) unchanged.
 
 Auth0-style sample scripts (tests/node/hooks/) run unchanged; hostile ones end as recorded
-failed attempts while other hooks keep answering. Needs what tests/test_sandbox.py needs (root,
-bubblewrap, user namespaces, node 20+, libseccomp) and the runtime's npm packages (`make
-node`): skipped without them, failed with `TEST_SANDBOX=required` (CI).
+failed attempts while other hooks keep answering (tests/test_hosted_hostile.py). Needs what
+tests/test_sandbox.py needs (root, bubblewrap, user namespaces, node 20+, libseccomp) and the
+runtime's npm packages (`make node`): skipped without them, failed with `TEST_SANDBOX=required` (CI).
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def sandbox_host() -> None:
 
 
 def runtime_settings(**more: Any) -> dict[str, Any]:
+    # npm_registry: a port that refuses, so that no test installs from the real registry by mistake
     return {"enabled": True, "node": NODE, "bwrap": BWRAP, "uid_first": UID_FIRST, "uid_count": 1000,
-            "memory_mib": 128, **more}
+            "memory_mib": 128, "npm_registry": "http://127.0.0.1:9/", **more}
 
 
 @pytest.fixture
@@ -185,7 +186,7 @@ async def test_asynchronous_samples_are_delivered_and_recorded(
         assert json.loads(attempt["responseBody"])["status"] == "success"
 
 
-# --- hostile scripts: each a recorded failed attempt; other hooks keep answering ----------------
+# --- a looping script (tests/test_hosted_hostile.py has every hostile script) ------------------
 
 LOOP_ON_ASK = """
 module.exports = function (client, scope, audience, context, cb) {
@@ -193,47 +194,11 @@ module.exports = function (client, scope, audience, context, cb) {
   cb(null, { 'https://example.com/claim': 'answered' });
 };
 """
-HOSTILE = {
-    "memory hog": """module.exports = function (client, scope, audience, context, cb) {
-  const kept = []; for (;;) kept.push(Buffer.alloc(16 << 20, 1));
-};""",
-    "read /etc/passwd": """module.exports = function (client, scope, audience, context, cb) {
-  cb(null, { 'https://example.com/p': require('fs').readFileSync('/etc/passwd', 'utf8') });
-};""",
-    "mainModule child_process": """module.exports = function (client, scope, audience, context, cb) {
-  cb(null, { 'https://example.com/id': String(process.mainModule.require('child_process').execSync('id')) });
-};""",
-    "throws": sample("ce-throw"),
-}
 
 
 async def assert_other_tenant_answers(gw: Gateway) -> None:
     answer = await invoke(gw, "credentials-exchange", event_of("credentials-exchange"), tenant="bystander")
     assert answer["status"] == "success" and answer["data"]["https://example.com/claim"] == "x"
-
-
-@pytest.mark.sqlite_only
-async def test_hostile_scripts_end_as_failed_attempts_while_others_answer(hosted: Gateway) -> None:
-    await hosted.create_tenant("bystander")
-    await script_hook(hosted, "credentials-exchange", sample("ce-add-claim"), tenant="bystander")
-    await assert_other_tenant_answers(hosted)
-    for n, (attack, script) in enumerate(sorted(HOSTILE.items())):
-        tenant = f"evil-{n}"
-        await hosted.create_tenant(tenant)
-        hook = await script_hook(hosted, "credentials-exchange", script, tenant=tenant, name="evil")
-        answer = await invoke(hosted, "credentials-exchange", event_of("credentials-exchange"), tenant=tenant)
-        assert answer["status"] == "error" and answer["data"]["name"] == "ServerError", (attack, answer)
-        attempts = await sync_attempts(hosted, hook["id"], tenant)
-        assert attempts and all(a["error"] for a in attempts), (attack, attempts)
-        recorded = json.dumps(attempts)
-        assert "root:x:0:0" not in recorded and "uid=" not in recorded, attack
-        if attack in ("read /etc/passwd", "mainModule child_process"):
-            assert "ERR_ACCESS_DENIED" in recorded or "restricted" in recorded, (attack, attempts)
-        if attack == "memory hog":  # the cgroup's OOM kill, or node's own allocation failure
-            assert "killed" in recorded or "allocation failed" in recorded, attempts
-        if attack == "throws":
-            assert "thrown by hook" in recorded, attempts
-        await assert_other_tenant_answers(hosted)
 
 
 @pytest.mark.sqlite_only
@@ -343,7 +308,8 @@ async def test_a_script_hook_reads_back_and_refuses_what_it_cannot_have(hosted: 
     assert got["script"] == sample("post-reg-noop") and got["url"] is None and got["dependencies"] == {}
     bad = {
         "both": {"url": "http://127.0.0.1:9/", "script": "module.exports = function () {}"},
-        "dependencies": {"script": "module.exports = function () {}", "dependencies": {"lodash": "4.17.21"}},
+        "dependencies": {"script": "module.exports = function () {}",
+                         "dependencies": {"lodash": "git+https://github.com/lodash/lodash.git"}},
         "standard": {"script": "module.exports = function () {}", "format": "standard"},
         "too long": {"script": "x" * 40_001},
         "too many bytes": {"script": "\u4e2d" * 35_000},  # 35,000 characters, 105,000 bytes
@@ -354,8 +320,8 @@ async def test_a_script_hook_reads_back_and_refuses_what_it_cannot_have(hosted: 
         assert resp.status == 400, (case, await resp.text())
     resp = await hosted.client.post("/api/v2/hooks", headers=hosted.auth(), json={
         "name": "bad", "triggerId": "post-user-registration",
-        "script": "module.exports = function () {}", "dependencies": {"lodash": "4.17.21"}})
-    assert "not supported yet" in (await resp.json())["message"]
+        "script": "module.exports = function () {}", "dependencies": {"lodash": "github:lodash/lodash"}})
+    assert "the version of 'lodash' must be" in (await resp.json())["message"]
 
 
 async def test_creating_a_script_hook_with_the_runtime_off_is_a_400_naming_why(gateway: Gateway) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -11,8 +14,10 @@ from .. import ids, points, quotas
 from ..auth import SCOPE_CREATE, SCOPE_DELETE, SCOPE_READ, SCOPE_UPDATE
 from ..context import Services, services
 from ..egress import check_url
-from ..errors import BadRequest, NotFound, shown
+from ..errors import BadRequest, Conflict, Forbidden, NotFound, shown
 from ..middleware import tenant_of
+from ..runtime import package_specs
+from ..runtime.npm_install import InstallFailure
 from ..runtime.supervisor import HostedHook
 from ..signing import SCHEME_SYMMETRIC, SCHEMES
 from ..store.models import Hook
@@ -75,7 +80,7 @@ def render(h: Hook) -> dict[str, Any]:
         "signatureScheme": h.signature_scheme,
         # Auth0's fields of a hook's code: run by the gateway (gateway/runtime/) instead of a `url`.
         "script": h.script,
-        "dependencies": {},
+        "dependencies": dict(h.dependencies),
     }
 
 
@@ -100,14 +105,67 @@ def _check_script(svc: Services, body: dict[str, Any]) -> str:
     return script
 
 
-def _check_dependencies(body: dict[str, Any]) -> None:
+def _check_dependencies(svc: Services, body: dict[str, Any]) -> package_specs.Dependencies:
+    """The canonical set, checked (no install yet); `{}` is always accepted."""
     deps = body["dependencies"]
-    if not isinstance(deps, dict):
-        raise BadRequest("'dependencies' must be an object of package names to versions",
+    limit = svc.settings.runtime.max_dependencies
+    if limit == 0 and isinstance(deps, dict) and deps:
+        raise BadRequest("'dependencies' are off on this gateway ([runtime] max_dependencies = 0): a "
+                         "hosted hook's script may require node's built-in modules only",
                          field="dependencies")
-    if deps:
-        raise BadRequest("'dependencies' are not supported yet: a hosted hook's script may require node's "
-                         "built-in modules only; leave 'dependencies' out or empty", field="dependencies")
+    return package_specs.check(deps, max_entries=limit)
+
+
+@contextlib.asynccontextmanager
+async def _installed(svc: Services, tenant: str, deps: package_specs.Dependencies) -> AsyncIterator[None]:
+    """The set installed (or found installed) before the hook is saved in the block, as Auth0's
+    editor did on save: a set that cannot be installed is the save's 400. No sweep removes it
+    meanwhile; a save that fails leaves it to the next sweep."""
+    if not deps:
+        yield
+        return
+    hosting = svc.registry.hosting
+    try:
+        async with hosting.installed(deps, tenant=tenant):
+            try:
+                yield
+            except BaseException:
+                hosting.sweep_soon()  # the set may be no hook's
+                raise
+    except InstallFailure as exc:
+        raise BadRequest(f"'dependencies' could not be installed: {exc.reason}",
+                         field="dependencies") from None
+
+
+async def _refusals_before_install(svc: Services, hook: Hook, *, max_per_point: int | None = None,
+                                   max_hooks: int | None = None, renamed: bool = True,
+                                   enabling: bool = False) -> None:
+    """What the store would refuse when saving `hook`, checked before its dependencies install
+    (the store checks again, in the save's transaction): the tenant's quotas (on create), its
+    hooks' names, the one enabled hook of a point."""
+    store, tenant = svc.store, hook.tenant_id
+    if max_per_point is not None:
+        on_point = (await store.list_hooks(tenant, trigger_id=hook.trigger_id, limit=1)).total
+        if on_point >= max_per_point:
+            raise Forbidden(f"quota 'hooksPerPoint' is {max_per_point}: the tenant has {on_point} hooks on "
+                            f"{hook.trigger_id!r}; delete one, or ask the operator to raise the quota")
+    if max_hooks is not None:
+        total = (await store.list_hooks(tenant, limit=1)).total
+        if total >= max_hooks:
+            raise Forbidden(f"quota 'hooks' is {max_hooks}: the tenant has {total} hooks; delete one, or ask "
+                            "the operator to raise the quota")
+    if enabling and hook.trigger_id in SINGLE_ENABLED:
+        enabled = await store.list_hooks(tenant, enabled=True, trigger_id=hook.trigger_id, limit=2)
+        other = next((h for h in enabled.items if h.id != hook.id), None)
+        if other is not None:
+            raise Conflict(f"only one {hook.trigger_id} hook can be enabled; {other.name!r} already is",
+                           field="enabled")
+    if renamed:
+        first = await store.list_hooks(tenant, limit=MAX_PER_PAGE)
+        for offset in range(0, first.total, MAX_PER_PAGE):
+            page = first if offset == 0 else await store.list_hooks(tenant, offset=offset, limit=MAX_PER_PAGE)
+            if any(h.name == hook.name and h.id != hook.id for h in page.items):
+                raise Conflict(f"a hook named {hook.name!r} already exists", field="name")
 
 
 def _check_hosted_format(is_script: bool, fmt: str) -> None:
@@ -116,11 +174,17 @@ def _check_hosted_format(is_script: bool, fmt: str) -> None:
                          "'auth0'", field="format")
 
 
+def _check_hosted_dependencies(is_script: bool, deps: package_specs.Dependencies) -> None:
+    if deps and not is_script:
+        raise BadRequest("'dependencies' apply to a hook with a 'script' only", field="dependencies")
+
+
 def _prewarm_or_forget(svc: Services, hook: Hook) -> None:
     """An enabled hosted hook's process is started now; one disabled or changed goes."""
     hosting = svc.registry.hosting
     if hook.script is not None and hook.enabled:
-        hosting.prewarm(HostedHook(hook.tenant_id, hook.id, hook.trigger_id, hook.script))
+        hosting.prewarm(HostedHook(hook.tenant_id, hook.id, hook.trigger_id, hook.script,
+                                   dependencies=hook.dependencies))
     else:
         hosting.forget(hook.id)
 
@@ -157,7 +221,7 @@ def _check_fields(svc: Services, body: dict[str, Any]) -> dict[str, Any]:
     if "signatureScheme" in body:
         out["signatureScheme"] = validate.choice(body, "signatureScheme", SCHEMES)
     if "dependencies" in body:
-        _check_dependencies(body)
+        out["dependencies"] = _check_dependencies(svc, body)
     if "script" in body:
         out["script"] = _check_script(svc, body)
     return out
@@ -178,6 +242,7 @@ async def create(svc: Services, tenant: str, body: dict[str, Any]) -> Hook:
     trigger = validate.choice(body, "triggerId", points.TRIGGER_IDS)
     fields = _check_fields(svc, body)
     _check_hosted_format("script" in fields, fields.get("format", "auth0"))
+    _check_hosted_dependencies("script" in fields, fields.get("dependencies", ()))
     blocking = points.is_blocking(trigger)
     if "failurePolicy" in fields and not blocking:
         raise BadRequest("'failurePolicy' applies to blocking points only", field="failurePolicy")
@@ -201,17 +266,22 @@ async def create(svc: Services, tenant: str, body: dict[str, Any]) -> Hook:
         updated_at=now,
         signature_scheme=fields.get("signatureScheme", SCHEME_SYMMETRIC),
         script=fields.get("script"),
+        dependencies=fields.get("dependencies", ()),
     )
     secret, public_key = signing_secrets.new_key(svc, hook.id, hook.signature_scheme)
     quota = await quotas.of_tenant(svc.store, svc.settings.quotas, tenant)
-    await svc.store.create_hook(
-        hook,
-        secret,
-        single_enabled=trigger in SINGLE_ENABLED,
-        max_per_point=quota.hooks_per_point,
-        max_hooks=quota.hooks,
-        signing_public_key=public_key,
-    )
+    if hook.dependencies:  # an install is costly: not for a save the store would refuse anyway
+        await _refusals_before_install(svc, hook, max_per_point=quota.hooks_per_point, max_hooks=quota.hooks,
+                                       enabling=hook.enabled)
+    async with _installed(svc, tenant, hook.dependencies):
+        await svc.store.create_hook(
+            hook,
+            secret,
+            single_enabled=trigger in SINGLE_ENABLED,
+            max_per_point=quota.hooks_per_point,
+            max_hooks=quota.hooks,
+            signing_public_key=public_key,
+        )
     svc.registry.invalidate(tenant)
     _prewarm_or_forget(svc, hook)
     return hook
@@ -240,18 +310,28 @@ async def update(svc: Services, tenant: str, hook_id: str, body: dict[str, Any])
         fields["url"] = ""  # a hook has either: the new one replaces the other
     elif "url" in fields:
         fields["script"] = None
+        fields.setdefault("dependencies", ())  # a url hook's are none: they went with the script
     hosted = fields.get("script", current.script) is not None
     _check_hosted_format(hosted, fields.get("format", current.format))
+    _check_hosted_dependencies(hosted, fields.get("dependencies", current.dependencies))
     if "failurePolicy" in fields and not points.is_blocking(current.trigger_id):
         raise BadRequest("'failurePolicy' applies to blocking points only", field="failurePolicy")
     if fields.get("enabled"):
         fields["disabledReason"] = None
+    deps = fields.get("dependencies", ())
+    if deps:  # an install is costly: not for a save the store would refuse anyway
+        await _refusals_before_install(svc, replace(current, name=fields.get("name", current.name)),
+                                       renamed="name" in fields,
+                                       enabling=bool(fields.get("enabled")) and not current.enabled)
     scheme = fields.pop("signatureScheme", current.signature_scheme)
     single = current.trigger_id if current.trigger_id in SINGLE_ENABLED else None
-    _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(),
-                                           single_enabled_trigger=single)
+    async with _installed(svc, tenant, deps):
+        _, after = await svc.store.update_hook(tenant, hook_id, fields, svc.clock(),
+                                               single_enabled_trigger=single)
     svc.registry.invalidate(tenant)
     _prewarm_or_forget(svc, after)
+    if after.dependencies != current.dependencies:
+        svc.registry.hosting.sweep_soon()  # its former set may be no hook's now
     if scheme != after.signature_scheme:  # the scheme changes only with its key, in one transaction
         await signing_secrets.rotate(svc, tenant, hook_id, None, scheme=scheme)
         after = await find(svc, tenant, hook_id)
@@ -260,9 +340,13 @@ async def update(svc: Services, tenant: str, hook_id: str, body: dict[str, Any])
 
 async def delete(svc: Services, tenant: str, hook_id: str) -> None:
     """Delete the tenant's hook; its pending deliveries are cancelled."""
+    hosting = svc.registry.hosting
+    gone = await svc.store.get_hook(tenant, hook_id) if hosting.dependencies is not None else None
     await svc.store.delete_hook(tenant, hook_id, svc.clock())
     svc.registry.invalidate(tenant)
-    svc.registry.hosting.forget(hook_id)
+    hosting.forget(hook_id)
+    if gone is not None and gone.dependencies:
+        hosting.sweep_soon()  # its set may be no hook's now
 
 
 # -- the Management API's handlers ------------------------------------------------------------

@@ -37,9 +37,22 @@ def number_or_null(value: str) -> Any:
     return float(value) if _NUMBER.fullmatch(value) else value
 
 
+def script(form: Mapping[str, Any]) -> str:
+    """The script as typed, but for its line ends: browsers send a textarea's as CRLF."""
+    value = form.get("script", "")
+    return value.replace("\r\n", "\n") if isinstance(value, str) else ""
+
+
 def hook_body(form: Mapping[str, Any], *, creating: bool, blocking: bool) -> dict[str, Any]:
-    """The API body of the hook form. Empty option fields are left out (the API's defaults)."""
-    body: dict[str, Any] = {"name": text(form, "name"), "url": text(form, "url")}
+    """The API body of the hook form. Empty option fields are left out (the API's defaults).
+    A hook calls a URL or runs a script: a script that is not blank is sent, the URL when it is
+    given or there is no script (both given: the API refuses them, naming the rule)."""
+    body: dict[str, Any] = {"name": text(form, "name")}
+    url, code = text(form, "url"), script(form)
+    if code.strip():
+        body["script"] = code
+    if url or not code.strip():
+        body["url"] = url
     if creating:
         body["triggerId"] = text(form, "triggerId")
         body["enabled"] = form.get("enabled") == "on"
@@ -61,6 +74,7 @@ def hook_values(form: Mapping[str, Any]) -> dict[str, str]:
     """What the user typed, to show again in a form that was refused."""
     keys = ("name", "url", "triggerId", *HOOK_OPTION_FIELDS)
     values = {k: text(form, k) for k in keys}
+    values["script"] = script(form)
     values["enabled"] = "on" if form.get("enabled") == "on" else ""
     return values
 

@@ -18,7 +18,7 @@ from . import chart, forms, health
 from .pages import PREFIX, done, engine_of, form_of, page, svc_of, tenant_of
 
 MAX_LISTED = 1000  # hooks a tenant's page lists (quotas keep tenants far below)
-FORM_FIELDS = ("name", "url", "triggerId", "enabled", *forms.HOOK_OPTION_FIELDS)
+FORM_FIELDS = ("name", "url", "script", "triggerId", "enabled", *forms.HOOK_OPTION_FIELDS)
 
 
 def chain_key(h: Hook) -> tuple[int, float, str]:
@@ -51,8 +51,13 @@ def _form_page(request: web.Request, *, hook: Hook | None, values: dict[str, Any
     blocking = points.TRIGGERS[trigger].blocking if trigger in points.TRIGGERS else True
     context = {"hook": hook, "values": values, "errors": errors, "blocking": blocking,
                "triggers": list(points.TRIGGERS.values()), "formats": api_hooks.FORMATS,
-               "policies": api_hooks.FAILURE_POLICIES}
+               "policies": api_hooks.FAILURE_POLICIES, "scripts_refused": _scripts_refused(request)}
     return page(request, "hook_form.html", context, status=status)
+
+
+def _scripts_refused(request: web.Request) -> str | None:
+    """Why this gateway cannot run hooks' scripts now (the form says so up front); None: it can."""
+    return svc_of(request).registry.hosting.refusal
 
 
 async def new_page(request: web.Request) -> web.StreamResponse:
@@ -78,7 +83,8 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 def _values(hook: Hook) -> dict[str, Any]:
     return {
-        "name": hook.name, "url": hook.url, "triggerId": hook.trigger_id, "order": str(hook.order),
+        "name": hook.name, "url": hook.url, "script": hook.script or "", "triggerId": hook.trigger_id,
+        "order": str(hook.order),
         "timeoutMs": str(hook.timeout_ms), "failurePolicy": hook.failure_policy,
         "maxConcurrency": str(hook.max_concurrency),
         "rateLimitPerSecond": "" if hook.rate_limit_per_second is None else f"{hook.rate_limit_per_second:g}",
@@ -97,6 +103,7 @@ async def _hook_page(request: web.Request, tenant: str, hook: Hook, *, values: d
         "formats": api_hooks.FORMATS, "policies": api_hooks.FAILURE_POLICIES,
         "statuses": ("failed", "succeeded", "cancelled", "pending"),
         "replay": replay or {"status": ["failed"]}, "replay_errors": replay_errors or {},
+        "scripts_refused": _scripts_refused(request),
     }
     return page(request, "hook.html", context, status=status)
 

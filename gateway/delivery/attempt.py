@@ -75,7 +75,10 @@ def render_body(hook_format: str, trigger_id: str, event: bytes | Mapping[str, A
 
 
 def request_headers(live: LiveHook, msg_id: str, body: bytes, now: float) -> bytes:
-    """The request's header lines: the hook's fixed ones (rendered once) and its signature."""
+    """The request's header lines: the hook's fixed ones (rendered once) and its signature; none
+    for a hosted hook, which gets no HTTP request (nothing to sign: ~40 us of CPU saved a call)."""
+    if live.hosted is not None:
+        return b""
     return live.head + live.signer.header_lines(msg_id, int(now), body)
 
 

@@ -7,6 +7,11 @@
                  layer 5: Node's permission flags, and the launch that puts all layers together
     seccomp.py   layer 4: the syscall filter, compiled to BPF
 
+    package_specs.py  what a hook's `dependencies` may name (registry packages and versions only)
+    dependencies.py   the installed sets: content-addressed, installed once, read-only, shared
+    npm_install.py    one `npm install --ignore-scripts`, sandboxed, the registry its only way out
+    sandbox_files.py  what an install left in its sandbox's tmpfs, read back once it has ended
+
 docs/RUNTIME.md has the threat model and what each layer stops.
 """
 

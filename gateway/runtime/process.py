@@ -4,7 +4,11 @@ over one end of a Unix socket pair (gateway/runtime/wire.py).
 Calls may overlap (node is asynchronous); each has its own wall timeout, and a call that runs
 out of time kills the process, since its script may be looping where nothing else can stop it:
 calls still in flight on it fail too. When the process ends for any reason (crash, the memory
-cap's OOM kill, CPU limit, a protocol error), every call in flight fails with the reason.
+cap's OOM kill, CPU limit, a protocol error), every call in flight fails with the reason: its exit
+status (waited for a moment when it ended on its own) and its last line of output (its console, read
+on a budget: gateway/runtime/output.py), with the hook's secrets taken out. The channel carries only
+what was asked for: one `ready`, then one answer per call made, each frame no larger than the call's
+answer may be; anything else is a protocol error, which ends the process.
 
 A kill signals the sandbox's pid 1, which takes every process inside along, and bubblewrap; until
 bubblewrap has reported that pid (at once, as it starts) the kill waits for it, at most
@@ -25,17 +29,26 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import GatewayError
 from . import wire
+from .output import Output
 from .sandbox import INFO_MAX_BYTES, SandboxConfig, child_pidfd, ended_by, prepare, sandbox_pid
 
 log = logging.getLogger("gateway.runtime")
 
 RUNNER = "runner.js"  # in the runtime folder, /runtime inside the sandbox
-MAX_FRAME_BYTES = 8 << 20  # an answer frame larger than this ends the process (answers are far smaller)
-OUTPUT_TAIL_BYTES = 2048  # the last bytes of the process's stdout and stderr, kept for the crash reason
+# A frame larger than a call's answer may be ends the process: an answer's body is at most the call's
+# `body_cap` bytes, each of which JSON may escape into at most FRAME_ESCAPING in the frame (a control
+# character as \u00XX), and FRAME_SLACK_BYTES hold the rest. Before any call only `ready` may come.
+FRAME_ESCAPING = 6
+FRAME_SLACK_BYTES = 4096
+MAX_ABANDONED = 1024  # calls given up (a caller gone) whose late answer is still let through, at most
+EXIT_GRACE_S = 1.0  # the channel ended on its own: how long the exit status may take before a kill
 EXIT_WAIT_S = 5.0  # after SIGKILL, how long to wait for the exit status before giving up on it
+MAX_SECRET_VALUES = 256  # secret values remembered to take out of the output, at most
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")  # the unit of /proc/<pid>/stat's CPU times
 OUTPUT_WAIT_S = 1.0  # after the exit, how long to wait for the last output (kept for the reason)
 
 
@@ -58,26 +71,35 @@ class Answer:
 class HookProcess:
     """A started process (it may still be compiling the script when `start` returns)."""
 
-    def __init__(self, hook_id: str, digest: str, proc: asyncio.subprocess.Process,
-                 reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 cleanup: Callable[[], None], info: socket.socket | None = None) -> None:
+    def __init__(self, hook_id: str, digest: str, proc: asyncio.subprocess.Process, channel: wire.Channel,
+                 cleanup: Callable[[], None], info: socket.socket | None = None,
+                 output: Output | None = None) -> None:
         self.hook_id = hook_id
         self.digest = digest  # of the script and point it runs: a new version is a new process
         self.calls = 0
         self.in_flight = 0
         self.last_used = time.monotonic()
         self.retiring = False  # killed once its calls in flight are done (recycled, replaced)
+        self.cpu_checked = time.monotonic()  # when the supervisor last read its CPU time
         self._proc = proc
-        self._reader = reader
-        self._writer = writer
+        self._channel = channel
         self._cleanup = cleanup
+        self._loop = asyncio.get_running_loop()
         self._ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future[Answer]] = {}
+        # The hook's secrets as last encoded for a call: a hook's view hands every call the same
+        # mapping until its secrets change, so they are encoded once, not once per call.
+        self._secrets: Mapping[str, str] | None = None
+        self._secrets_json = "{}"
+        self._secret_values: set[str] = set()  # every secret value its calls had: kept out of reasons
+        self._abandoned: dict[int, None] = {}  # calls given up unanswered: a late answer is no violation
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._tail = b""
+        self._output = output
         self._killed_because: str | None = None
         self._kill_due = False  # a SIGKILL is owed, sent once the sandbox's pid 1 is known
         self._sandbox_pidfd: int | None = None  # the sandbox's pid 1 (bubblewrap's --info-fd)
+        self._sandbox_pid: int | None = None
+        self._node_pid: int | None = None if info is not None else proc.pid  # node, for its CPU time
         # Signalled through a pidfd: Popen.send_signal first polls, reaping the child under
         # asyncio's child watcher, which then reports a made-up exit status (255).
         self._pidfd: int | None = _pidfd(proc.pid)
@@ -85,7 +107,8 @@ class HookProcess:
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._learning = asyncio.ensure_future(self._learn_sandbox(info))
         self._learning.add_done_callback(self._learned)
-        self._tasks = [asyncio.ensure_future(self._read()), asyncio.ensure_future(self._drain_output())]
+        self._ending: asyncio.Future[None] | None = None
+        channel.bind(self._message, self._lost)
 
     @classmethod
     async def start(
@@ -99,28 +122,37 @@ class HookProcess:
         hook_dir: Path,
         compiler: str,
         cleanup: Callable[[], None],
+        node_modules: Path | None = None,
     ) -> HookProcess:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        output: Output | None = None
         try:
-            launch = prepare(config, uid=uid, runtime_dir=runtime_dir, hook_dir=hook_dir,
-                             entry=runtime_dir / RUNNER, args=[compiler, str(child.fileno())])
-            kwargs = launch.popen_kwargs()
-            kwargs["pass_fds"] = (*kwargs["pass_fds"], child.fileno())
+            output, output_fd = await Output.open()
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *launch.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, **kwargs,
-                )
-            except BaseException:
-                launch.close()
-                raise
+                launch = prepare(config, uid=uid, runtime_dir=runtime_dir, hook_dir=hook_dir,
+                                 entry=runtime_dir / RUNNER, args=[compiler, str(child.fileno())],
+                                 node_modules=node_modules)
+                kwargs = launch.popen_kwargs()
+                kwargs["pass_fds"] = (*kwargs["pass_fds"], child.fileno())
+                try:
+                    proc = await asyncio.create_subprocess_exec(
+                        *launch.argv, stdin=subprocess.DEVNULL, stdout=output_fd, stderr=output_fd, **kwargs,
+                    )
+                except BaseException:
+                    launch.close()
+                    raise
+                finally:
+                    launch.started()
             finally:
-                launch.started()
+                os.close(output_fd)  # the child's now: the pipe ends when the process has
             child.close()
-            reader, writer = await asyncio.open_unix_connection(sock=parent)
+            channel = wire.Channel(FRAME_SLACK_BYTES)
+            await asyncio.get_running_loop().create_unix_connection(lambda: channel, sock=parent)
         except BaseException:
             child.close()
             parent.close()
+            if output is not None:
+                output.close()
             cleanup()
             raise
 
@@ -128,11 +160,16 @@ class HookProcess:
             launch.close()
             cleanup()
 
-        return cls(hook_id, digest, proc, reader, writer, done, launch.info)
+        return cls(hook_id, digest, proc, channel, done, launch.info, output)
 
     @property
     def pid(self) -> int:
         return self._proc.pid
+
+    @property
+    def ready(self) -> bool:
+        """The script is compiled: calls are answered without waiting for the start."""
+        return self._ready.done()
 
     @property
     def alive(self) -> bool:
@@ -145,31 +182,73 @@ class HookProcess:
         if not self.alive:
             raise RuntimeFailure(self._killed_because or self.ended.result())
         call_id = next(self._ids)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Answer] = self._loop.create_future()
         self._pending[call_id] = future
         self.calls += 1
         self.in_flight += 1
         self.last_used = time.monotonic()
+        # One timer that fails the future: cheaper per call than asyncio.timeout and a shield.
+        timer = self._loop.call_later(timeout_s, _expire, future)
+        if (frame_cap := body_cap * FRAME_ESCAPING + FRAME_SLACK_BYTES) > self._channel.max_bytes:
+            self._channel.max_bytes = frame_cap  # (the same for every call but in tests)
         try:
-            self._writer.write(wire.encode(
-                {"id": call_id, "body": body.decode("utf-8", "replace"), "secrets": dict(secrets)}
-            ))
+            if secrets is not self._secrets:
+                self._secrets, self._secrets_json = secrets, wire.encode_secrets(dict(secrets))
+                self._remember_secrets(secrets)
+            self._channel.send(wire.encode_call(call_id, body.decode("utf-8", "replace"), self._secrets_json))
             try:
-                async with asyncio.timeout(timeout_s):
-                    answer = await asyncio.shield(future)
-            except TimeoutError:
+                answer = await future
+            except _TimedOut:
                 ms = timeout_ms if timeout_ms is not None else round(timeout_s * 1000)
                 state = "answering" if self._ready.done() else "starting (compiling the script)"
                 reason = f"timed out after {ms} ms while {state}; the hook's process was stopped"
                 self.kill(f"another call to the hook timed out after {ms} ms and its process was stopped")
                 raise RuntimeFailure(reason) from None
         finally:
+            timer.cancel()
             self._pending.pop(call_id, None)
+            if not future.done() or future.cancelled() or future.exception() is not None:
+                self._abandon(call_id)
             self.in_flight -= 1
             self.last_used = time.monotonic()
         if len(answer.body) > body_cap:
             raise RuntimeFailure(f"answer larger than {body_cap} bytes")
         return answer
+
+    def _remember_secrets(self, secrets: Mapping[str, str]) -> None:
+        """Secret values are taken out of what the process printed before it goes into a reason."""
+        if len(self._secret_values) + len(secrets) > MAX_SECRET_VALUES:
+            self._secret_values.clear()  # (a hook whose secrets change without end: the latest ones)
+        self._secret_values.update(v for v in secrets.values() if isinstance(v, str))
+
+    def _abandon(self, call_id: int) -> None:
+        """The call ended unanswered (its caller gone, or out of time): its answer may still come."""
+        self._abandoned[call_id] = None
+        if len(self._abandoned) > MAX_ABANDONED:
+            del self._abandoned[next(iter(self._abandoned))]
+
+    def cpu_time(self) -> float | None:
+        """The CPU seconds node has used (what RLIMIT_CPU counts: its threads'), from /proc; None
+        when it is not known (yet): bubblewrap has not said where the sandbox is, or node ended."""
+        pid = self._node_pid
+        if pid is None:
+            if self._sandbox_pid is None:
+                return None
+            try:  # node is the one child of the sandbox's pid 1
+                with open(f"/proc/{self._sandbox_pid}/task/{self._sandbox_pid}/children", "rb") as f:
+                    found = f.read().split()
+            except OSError:
+                return None
+            if len(found) != 1:
+                return None
+            pid = self._node_pid = int(found[0])
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rindex(b")") + 2:].split()  # from "state" on: utime, stime are 12th, 13th
+            return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        except (OSError, ValueError, IndexError):
+            return None
 
     async def wait_ready(self, timeout_s: float) -> bool:
         """Whether the script compiled and the process serves, within `timeout_s`."""
@@ -214,6 +293,8 @@ class HookProcess:
         pid = sandbox_pid(data)
         if pid is not None:
             self._sandbox_pidfd = child_pidfd(pid, self._proc.pid)
+            if self._sandbox_pidfd is not None:
+                self._sandbox_pid = pid
 
     def _learned(self, _: object) -> None:
         if self._give_up is not None:
@@ -221,54 +302,60 @@ class HookProcess:
         if self._kill_due:
             self._sigkill()
 
-    async def _read(self) -> None:
-        bad: str | None = None
-        try:
-            while True:
-                message = await wire.read_frame(self._reader, MAX_FRAME_BYTES)
-                if message is None:
-                    break
-                if message.get("ready") is True:
-                    if not self._ready.done():
-                        self._ready.set_result(None)
-                    continue
-                status, body = message.get("status"), message.get("body")
-                if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
-                        or not isinstance(body, str)):
-                    raise wire.ProtocolError("an answer without a status and a body")
-                future = self._pending.get(message.get("id"))  # type: ignore[arg-type]
-                if future is not None and not future.done():
-                    future.set_result(Answer(status, body.encode()))
-        except wire.ProtocolError as exc:
-            bad = f"the hook's process broke the protocol ({exc}) and was stopped"
-        except (OSError, ValueError):
-            pass
-        await self._end(bad)
-
-    async def _drain_output(self) -> None:
-        stream = self._proc.stdout
-        if stream is None:
+    def _message(self, message: dict[str, Any]) -> None:
+        """A message from the process, as wire.Channel cut it out; a ProtocolError ends the process."""
+        if message.get("ready") is True:
+            if self._ready.done():
+                raise wire.ProtocolError("ready twice")
+            self._ready.set_result(None)
             return
-        with contextlib.suppress(OSError, ValueError):
-            while chunk := await stream.read(4096):
-                self._tail = (self._tail + chunk)[-OUTPUT_TAIL_BYTES:]
+        call_id, status, body = message.get("id"), message.get("status"), message.get("body")
+        if (not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599
+                or not isinstance(body, str)):
+            raise wire.ProtocolError("an answer without a status and a body")
+        # The script may write on its channel too: an id that is no number (a list cannot
+        # even be looked up) ends the process, as any broken frame does.
+        if not isinstance(call_id, int) or isinstance(call_id, bool):
+            raise wire.ProtocolError("an answer without a call's id")
+        future = self._pending.get(call_id)
+        if future is None:  # a call given up may still be answered, once; else no call was made
+            if call_id not in self._abandoned:
+                raise wire.ProtocolError("an answer to no call")
+            del self._abandoned[call_id]
+            return
+        if not future.done():  # (a lone surrogate only a forged frame has)
+            future.set_result(Answer(status, body.encode("utf-8", "replace")))
+
+    def _lost(self, reason: str | None) -> None:
+        """The channel ended (once): `reason` says how the process broke the protocol, if it did."""
+        bad = None if reason is None else f"the hook's process broke the protocol ({reason}) and was stopped"
+        self._ending = asyncio.ensure_future(self._end(bad))
 
     async def _end(self, bad: str | None) -> None:
         if bad is not None:
             self.kill(bad)
-        self._sigkill()  # whatever ended the stream, the process goes too
         returncode: int | None = None
-        with contextlib.suppress(TimeoutError):  # bounded: the kill waits EXIT_WAIT_S at most too
-            returncode = await asyncio.wait_for(self._proc.wait(), 2 * EXIT_WAIT_S)
-        with contextlib.suppress(TimeoutError):  # the last output, for the reason
-            await asyncio.wait_for(asyncio.shield(self._tasks[1]), OUTPUT_WAIT_S)
+        if self._killed_because is None:
+            # The channel ended on its own: the process is most likely exiting (node closes it a
+            # moment before bubblewrap can report its status), and its status says why.
+            with contextlib.suppress(TimeoutError):
+                returncode = await asyncio.wait_for(self._proc.wait(), EXIT_GRACE_S)
+        self._sigkill()  # whatever ended the stream, the process goes too
+        if returncode is None:
+            with contextlib.suppress(TimeoutError):  # bounded: the kill waits EXIT_WAIT_S at most too
+                returncode = await asyncio.wait_for(self._proc.wait(), 2 * EXIT_WAIT_S)
+        if self._output is not None:  # the last output, for the reason
+            self._output.unlimit()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._output.ended), OUTPUT_WAIT_S)
+            self._output.close()
         self._learning.cancel()
         await asyncio.wait([self._learning])  # off the info socket before the cleanup closes it
         for pidfd in (self._sandbox_pidfd, self._pidfd):
             if pidfd is not None:
                 os.close(pidfd)
         self._sandbox_pidfd = self._pidfd = None
-        self._writer.close()
+        self._channel.close()
         try:
             self._cleanup()
         except OSError:
@@ -293,7 +380,8 @@ class HookProcess:
                 what = f"was killed by {_signal_name(sig)}"
         else:
             what = f"exited with status {returncode}"
-        lines = [ln.strip() for ln in self._tail.decode("utf-8", "replace").splitlines() if ln.strip()]
+        tail = self._output.tail(self._secret_values) if self._output is not None else ""
+        lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
         hint = next((ln for ln in reversed(lines) if "memory" in ln.lower() or "error" in ln.lower()),
                     lines[-1] if lines else "")
         return f"the hook's process {what}" + (f": {hint[:200]}" if hint else "")
@@ -304,15 +392,26 @@ class HookProcess:
         if not await self._wait_ended(3 * EXIT_WAIT_S):
             # Something still holds the other end of the socket: stop reading it, which ends too.
             log.warning("runtime process of hook %s did not end when killed; abandoning it", self.hook_id)
-            self._writer.transport.abort()
+            self._channel.abort()
             await self._wait_ended(2 * EXIT_WAIT_S + OUTPUT_WAIT_S)
-        for task in self._tasks:  # the output's reader may still wait on a pipe something holds
-            task.cancel()
-        await asyncio.wait(self._tasks)
+        if self._output is not None:  # the output's pipe may still be held by something
+            self._output.close()
+        if self._ending is not None:
+            self._ending.cancel()
+            await asyncio.wait([self._ending])
 
     async def _wait_ended(self, timeout_s: float) -> bool:
         await asyncio.wait([self.ended], timeout=timeout_s)
         return self.ended.done()
+
+
+class _TimedOut(Exception):  # noqa: N818 - internal: set on a call's future by its timer
+    """A call's wall timeout ran out."""
+
+
+def _expire(future: asyncio.Future[Answer]) -> None:
+    if not future.done():
+        future.set_exception(_TimedOut())
 
 
 def _pidfd(pid: int) -> int | None:

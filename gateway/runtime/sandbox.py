@@ -38,6 +38,7 @@ from .users import privilege_drop, set_no_new_privs
 
 RUNTIME_MOUNT = "/runtime"  # where the runtime folder (runner script, compilers) appears inside
 HOOK_MOUNT = "/hook"  # where the hook's folder (script, dependencies) appears inside
+MODULES_MOUNT = "/hook/node_modules"  # the hook's installed dependencies (gateway/runtime/dependencies.py)
 # The whole environment of a sandboxed process (bubblewrap's --clearenv, then these).
 ENVIRONMENT: dict[str, str] = {"NODE_ENV": "production", "TZ": "UTC", "LANG": "C.UTF-8"}
 LDD_TIMEOUT_S = 10.0
@@ -129,6 +130,10 @@ def _inside(path: Path, runtime_dir: Path, hook_dir: Path, namespaces: bool) -> 
 
 def node_argv(config: SandboxConfig, read_dirs: Sequence[str], entry: str, args: Sequence[str]) -> list[str]:
     argv = [os.path.realpath(config.node)]
+    if config.layers.limits:
+        # RLIMIT_AS leaves no room for the guard regions (~10 GiB each) of V8's trap-handler bounds
+        # checks, so WebAssembly (undici's HTTP parser: fetch) needs inline checks (node 20.15+).
+        argv.append("--disable-wasm-trap-handler")
     if config.layers.node_permissions:
         argv += ["--experimental-permission", "--disable-warning=ExperimentalWarning"]
         argv += [f"--allow-fs-read={d}" for d in read_dirs]  # node 20: one folder per flag
@@ -136,7 +141,7 @@ def node_argv(config: SandboxConfig, read_dirs: Sequence[str], entry: str, args:
 
 
 def bwrap_argv(config: SandboxConfig, runtime_dir: Path, hook_dir: Path, seccomp_fd: int | None,
-               info_fd: int | None = None) -> list[str]:
+               info_fd: int | None = None, node_modules: Path | None = None) -> list[str]:
     argv = [config.bwrap, "--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts",
             "--unshare-cgroup-try"]
     if info_fd is not None:
@@ -149,8 +154,10 @@ def bwrap_argv(config: SandboxConfig, runtime_dir: Path, hook_dir: Path, seccomp
         argv += ["--setenv", name, value]
     for source, inside in node_files(config.node):
         argv += ["--ro-bind", source, inside]
-    argv += ["--ro-bind", str(runtime_dir), RUNTIME_MOUNT, "--ro-bind", str(hook_dir), HOOK_MOUNT,
-             "--chdir", HOOK_MOUNT, "--remount-ro", "/"]
+    argv += ["--ro-bind", str(runtime_dir), RUNTIME_MOUNT, "--ro-bind", str(hook_dir), HOOK_MOUNT]
+    if node_modules is not None:  # onto the hook folder's empty node_modules (a mount point)
+        argv += ["--ro-bind", str(node_modules), MODULES_MOUNT]
+    argv += ["--chdir", HOOK_MOUNT, "--remount-ro", "/"]
     if seccomp_fd is not None:
         argv += ["--seccomp", str(seccomp_fd)]
     return [*argv, "--"]
@@ -164,14 +171,18 @@ def prepare(
     hook_dir: Path,
     entry: Path,
     args: Sequence[str] = (),
+    node_modules: Path | None = None,
 ) -> Launch:
     """The launch of `node entry args...` for one hook, as tenant `uid`, inside every layer
-    that `config.layers` has on."""
+    that `config.layers` has on. `node_modules`: the hook's installed dependencies, bound
+    read-only at /hook/node_modules (without bubblewrap, the hook folder links to them)."""
     layers = config.layers
     if layers.uid and uid is None:
         raise SandboxError("the uid layer needs a tenant uid")
     runtime_dir, hook_dir = runtime_dir.resolve(), hook_dir.resolve()
     inside = [RUNTIME_MOUNT, HOOK_MOUNT] if layers.namespaces else [str(runtime_dir), str(hook_dir)]
+    if node_modules is not None and not layers.namespaces:
+        inside.append(str(node_modules.resolve()))
     script = _inside(entry.resolve(), runtime_dir, hook_dir, layers.namespaces)
     steps: list[Callable[[], None]] = []
     parent_fds: list[int] = []
@@ -201,7 +212,7 @@ def prepare(
             info_fd = their_end.detach()
             parent_fds.append(info_fd)
             pass_fds = (*pass_fds, info_fd)
-            argv = bwrap_argv(config, runtime_dir, hook_dir, seccomp_fd, info_fd) + argv
+            argv = bwrap_argv(config, runtime_dir, hook_dir, seccomp_fd, info_fd, node_modules) + argv
         elif layers.seccomp:
             steps.append(Installer(compile_bpf()))
     except BaseException:

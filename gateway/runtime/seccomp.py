@@ -53,8 +53,10 @@ def _pyseccomp() -> Any:
 
 
 @functools.cache
-def compile_bpf() -> bytes:
-    """The filter as a BPF program (what bubblewrap's `--seccomp FD` and prctl(2) take)."""
+def compile_bpf(*, inet: bool = False) -> bytes:
+    """The filter as a BPF program (what bubblewrap's `--seccomp FD` and prctl(2) take).
+    `inet`: IPv4 and IPv6 sockets are allowed too (a dependency install: npm speaks TCP to a
+    bridge on the loopback of its own network namespace, gateway/runtime/npm_install.py)."""
     sc = _pyseccomp()
     f = sc.SyscallFilter(defaction=sc.ALLOW)
     arch = sc.system_arch()
@@ -71,8 +73,15 @@ def compile_bpf() -> bytes:
     # clone without CLONE_THREAD makes a process (fork, posix_spawn); threads stay allowed.
     rule(sc.ERRNO(errno.EPERM), "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
     # Sockets: Unix only (a later layer gives scripts an HTTP proxy on a Unix socket).
-    for name in ("socket", "socketpair"):
-        rule(sc.ERRNO(errno.EAFNOSUPPORT), name, sc.Arg(0, sc.NE, socket.AF_UNIX))
+    if inet:
+        rule(sc.ERRNO(errno.EAFNOSUPPORT), "socketpair", sc.Arg(0, sc.NE, socket.AF_UNIX))
+        for family in range(socket.AF_INET6):  # AF_UNSPEC and the families between INET and INET6
+            if family not in (socket.AF_UNIX, socket.AF_INET):
+                rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.EQ, family))
+        rule(sc.ERRNO(errno.EAFNOSUPPORT), "socket", sc.Arg(0, sc.GT, socket.AF_INET6))
+    else:
+        for name in ("socket", "socketpair"):
+            rule(sc.ERRNO(errno.EAFNOSUPPORT), name, sc.Arg(0, sc.NE, socket.AF_UNIX))
     for request in (TIOCSTI, TIOCLINUX):
         rule(sc.ERRNO(errno.EPERM), "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
     with tempfile.TemporaryFile() as out:

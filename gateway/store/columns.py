@@ -22,7 +22,18 @@ HOOK_FIELD_COLUMNS = {
     "format": "format",
     "disabledReason": "disabled_reason",
     "script": "script",
+    "dependencies": "dependencies",
 }
+
+
+def dependencies_column(deps: Sequence[tuple[str, str]]) -> str:
+    """A hook's dependencies as the column holds them: a JSON object."""
+    return json.dumps(dict(deps), separators=(",", ":"))
+
+
+def column_value(key: str, value: Any) -> Any:
+    """An API-named change as its column takes it."""
+    return dependencies_column(value) if key == "dependencies" else value
 
 
 def hook_from_row(row: Sequence[Any]) -> Hook:
@@ -44,6 +55,7 @@ def hook_from_row(row: Sequence[Any]) -> Hook:
         updated_at=row[14],
         signature_scheme=row[15],
         script=row[16],
+        dependencies=tuple(sorted(json.loads(row[17]).items())),
     )
 
 

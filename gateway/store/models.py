@@ -55,6 +55,8 @@ class Hook:
     signature_scheme: str = "v1"
     # A hosted hook's Node.js code (gateway/runtime/), run instead of calling `url` (then "").
     script: str | None = None
+    # Its npm packages, (name, version) sorted by name (gateway/runtime/package_specs.py).
+    dependencies: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

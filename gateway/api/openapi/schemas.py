@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ... import points, quotas
 from ...delivery.ops_events import TYPES
+from ...runtime import package_specs
 from ...signing import SCHEMES
 from ...store.models import MAX_SECRETS_PER_HOOK
 from ...web import TIME_MAX_S, TIME_MIN_S
@@ -108,9 +109,16 @@ def _hook_fields() -> dict[str, Schema]:
         },
         "dependencies": {
             "type": "object",
-            "maxProperties": 0,
-            "additionalProperties": {"type": "string"},
-            "description": "Auth0's field: npm packages of a script. Not supported yet: only `{}`.",
+            "additionalProperties": {"type": "string", "minLength": 1,
+                                     "maxLength": package_specs.VERSION_MAX_CHARS},
+            "propertyNames": {"pattern": "^" + package_specs.NAME.pattern + "$",
+                              "maxLength": package_specs.NAME_MAX_CHARS},
+            "description": "Auth0's field: a script's npm packages, `{name: version}`; a version is an exact "
+            "version, a semver range or a dist-tag (no URL, git, path, file: or npm: alias). At most "
+            "[runtime] max_dependencies (32) entries. A save installs them (`npm install "
+            "--ignore-scripts`, sandboxed, from [runtime] npm_registry) once per set, then reuses the "
+            "install: a set that cannot be installed (unknown package or version, over the size or "
+            "package bounds, the registry away) is a `400` naming why.",
         },
     }
 

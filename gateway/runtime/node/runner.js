@@ -8,7 +8,8 @@
  *
  * It compiles /hook/script.js once with Auth0's compiler <compiler> (auth0-ext-compilers, in
  * /runtime/node_modules), then serves calls on descriptor <fd>: one end of a Unix socket pair
- * the gateway made (no socket file, no listening socket, no network).
+ * the gateway made (no socket file, no listening socket, no network). The script's outbound HTTP
+ * goes through the gateway's egress proxy at /hook/egress.sock (egress.js).
  *
  * Protocol: frames of a 4-byte big-endian length and that many bytes of UTF-8 JSON.
  *   runtime -> gateway, once: {"ready": true}
@@ -28,8 +29,14 @@ const Net = require('net');
 const Domain = require('domain');
 const Stream = require('stream');
 const Compilers = require('auth0-ext-compilers');
+const Egress = require('./egress');
 
 const SCRIPT = '/hook/script.js';
+// The gateway's egress proxy for this process (gateway/runtime/egress_proxy.py): the only way out.
+const EGRESS_SOCKET = Path.join(Path.dirname(SCRIPT), 'egress.sock');
+// The modules webtask had preinstalled (axios, request, ...): a script's require falls back to
+// them after the hook's own node_modules.
+const RUNTIME_MODULES = Path.join(__dirname, 'node_modules');
 const MAX_FRAME_BYTES = 16 << 20;
 const EXIT_BAD_USAGE = 64;
 const EXIT_PROTOCOL = 65;
@@ -43,7 +50,7 @@ function nodejsCompiler(script, cb) {
     if (script.charCodeAt(0) === 0xFEFF) script = script.slice(1);
     const mod = new Module(SCRIPT, module);
     mod.filename = SCRIPT;
-    mod.paths = Module._nodeModulePaths(Path.dirname(SCRIPT));
+    mod.paths = [...Module._nodeModulePaths(Path.dirname(SCRIPT)), RUNTIME_MODULES];
     func = mod._compile(script, SCRIPT) || mod.exports;
     mod.loaded = true;
   } catch (e) {
@@ -137,6 +144,7 @@ function main() {
     process.exit(EXIT_UNCAUGHT);
   });
 
+  Egress.install(EGRESS_SOCKET); // before the script runs: http, https and fetch go through the proxy
   const script = Fs.readFileSync(SCRIPT, 'utf8');
   let webtaskFn;
   compiler({ script, nodejsCompiler }, (err, fn) => {
@@ -155,7 +163,18 @@ function main() {
     const headers = { 'content-type': 'application/json' };
     if (secrets['auth0-extension-secret']) headers.authorization = `Bearer ${secrets['auth0-extension-secret']}`;
     const ctx = createContext(msg.id, headers, secrets);
-    const req = createRequest(headers, typeof msg.body === 'string' ? msg.body : '');
+    const text = typeof msg.body === 'string' ? msg.body : '';
+    // The compilers read the body themselves (wreck, from a stream: most of a call's time) unless
+    // ctx.body is set. It is set here, with the same JSON.parse of the same text; a body that does
+    // not parse, or parses to a falsy value, still takes their path (and gets their answer).
+    let parsed;
+    try {
+      parsed = JSON.parse(text);
+    } catch (e) {
+      parsed = undefined;
+    }
+    if (parsed) ctx.body = parsed;
+    const req = parsed ? { method: 'POST', url: '/', headers } : createRequest(headers, text);
     const res = createResponse(answer);
     const fail = (kind, e) => {
       process.stderr.write(`hook ${kind} exception: ${e && e.stack || e}\n`);
@@ -165,7 +184,10 @@ function main() {
     d.on('error', (e) => fail('asynchronous', e));
     d.run(() => {
       try {
-        webtaskFn(ctx, req, res);
+        // After wreck's read the script ran in a later tick; it still does, so that a throw is
+        // the same asynchronous exception.
+        if (parsed) process.nextTick(webtaskFn, ctx, req, res);
+        else webtaskFn(ctx, req, res);
       } catch (e) {
         fail('synchronous', e);
       }

@@ -16,6 +16,8 @@ from .rows import (
     HOOK_COLUMNS,
     HOOK_FIELD_COLUMNS,
     Where,
+    column_value,
+    dependencies_column,
     existing_secrets,
     has_nul,
     hook_from_row,
@@ -72,7 +74,8 @@ class HookQueries:
             try:
                 await c.execute(
                     f"INSERT INTO hooks ({HOOK_COLUMNS})"  # noqa: S608
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,"
+                    " $18)",
                     hook.id,
                     hook.tenant_id,
                     hook.name,
@@ -90,6 +93,7 @@ class HookQueries:
                     float(hook.updated_at),
                     hook.signature_scheme,
                     hook.script,
+                    dependencies_column(hook.dependencies),
                 )
             except asyncpg.UniqueViolationError:
                 raise Conflict(f"a hook named {hook.name!r} already exists", field="name") from None
@@ -188,7 +192,8 @@ class HookQueries:
                     )
             sets, args = ["updated_at = $1"], [now]
             for key, value in changes.items():
-                args.append(float(value) if key == "rateLimitPerSecond" and value is not None else value)
+                args.append(float(value) if key == "rateLimitPerSecond" and value is not None
+                            else column_value(key, value))
                 sets.append(f"{HOOK_FIELD_COLUMNS[key]} = ${len(args)}")
             try:
                 after_row = await c.fetchrow(

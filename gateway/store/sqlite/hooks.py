@@ -20,6 +20,8 @@ from . import lanes
 from .rows import (
     HOOK_COLUMNS,
     HOOK_FIELD_COLUMNS,
+    column_value,
+    dependencies_column,
     existing_secrets,
     hook_from_row,
     is_unique_violation,
@@ -66,7 +68,7 @@ class HookQueries:
             try:
                 c.execute(
                     f"INSERT INTO hooks ({HOOK_COLUMNS})"  # noqa: S608
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         hook.id,
                         hook.tenant_id,
@@ -85,6 +87,7 @@ class HookQueries:
                         hook.updated_at,
                         hook.signature_scheme,
                         hook.script,
+                        dependencies_column(hook.dependencies),
                     ),
                 )
             except sqlite3.IntegrityError as exc:
@@ -177,7 +180,7 @@ class HookQueries:
             sets, args = ["updated_at = ?"], [now]
             for key, value in changes.items():
                 sets.append(f"{HOOK_FIELD_COLUMNS[key]} = ?")
-                args.append(int(value) if isinstance(value, bool) else value)
+                args.append(int(value) if isinstance(value, bool) else column_value(key, value))
             try:
                 c.execute(f"UPDATE hooks SET {', '.join(sets)} WHERE id = ?", (*args, hook_id))  # noqa: S608
             except sqlite3.IntegrityError as exc:

@@ -10,7 +10,9 @@ from ...errors import NotFound, shown
 
 # The mappers both stores share, re-exported for this store's query modules.
 from ..columns import HOOK_FIELD_COLUMNS as HOOK_FIELD_COLUMNS
+from ..columns import column_value as column_value
 from ..columns import delivery_from_row as delivery_from_row
+from ..columns import dependencies_column as dependencies_column
 from ..columns import hook_from_row as hook_from_row
 from ..columns import tenant_from_row as tenant_from_row
 from ..models import (
@@ -23,7 +25,7 @@ TENANT_COLUMNS = "id, name, allowed_cidrs, deadlines, max_in_flight, created_at,
 HOOK_COLUMNS = (
     'id, tenant_id, name, trigger_id, url, enabled, "order", timeout_ms, failure_policy, '
     "max_concurrency, rate_limit_per_second, format, disabled_reason, created_at, updated_at, "
-    "signature_scheme, script"
+    "signature_scheme, script, dependencies"
 )
 DELIVERY_COLUMNS = (
     "id, tenant_id, event_id, hook_id, trigger_id, kind, status, attempt_count, next_attempt_at, "
