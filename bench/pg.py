@@ -40,6 +40,26 @@ class Server:
     def database(self) -> str:
         return self.server.create_database_sync(prefix="bench")
 
+    def settle(self, done: str | None = None) -> None:
+        """Between two measurements: drop the database `done` (a measurement's, its gateways
+        stopped: autovacuum would go on working on it) and write every dirty page out now
+        (CHECKPOINT), so that no measurement pays for the previous one's writes or lands on a
+        timed checkpoint's I/O."""
+
+        async def go() -> None:
+            import asyncpg  # noqa: PLC0415
+
+            conn = await asyncpg.connect(self.server.url())
+            try:
+                if done is not None:
+                    name = done.rsplit("/", 1)[-1].split("?", 1)[0]
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await conn.execute("CHECKPOINT")
+            finally:
+                await conn.close()
+
+        _run(go())
+
     @property
     def log(self) -> Path:
         return self.server.log
@@ -97,6 +117,7 @@ def insert_backlog(url: str, *, tenant: str, hook_id: str, count: int) -> float:
                 await conn.execute("UPDATE hooks SET next_due = $1 WHERE id = $2", now - 1.0, hook_id)
             for table in ("deliveries", "delivery_queue", "events"):
                 await conn.execute(f"VACUUM ANALYZE {table}")
+            await conn.execute("CHECKPOINT")  # the pre-step's pages written out before the drain
         finally:
             await conn.close()
 
