@@ -13,15 +13,28 @@ from typing import Any
 import pytest
 from conftest import Gateway
 from dashboard_pages import Browser, Browsers, browser_factory, signed_in, text_of
+from npm_registry import NpmRegistry
 from test_dashboard_hooks import api_hook, field_error, hook_id_of
+from test_hosted_dependencies import (
+    GREETING,
+    MakeGateway,
+    dependencies_dir,
+    greeting_package,
+    make_hosted,
+    npm_host,
+    registry,
+    requiring,
+)
 from test_hosted_hooks import EXTENSION_SECRET, event_of, runtime_settings, sandbox_host
 
 from gateway.auth import SCOPE_READ
 from gateway.settings import Settings
 
-__all__ = ["sandbox_host"]  # the fixture, imported for this module's tests
+# The fixtures, imported for this module's tests.
+__all__ = ["dependencies_dir", "make_hosted", "npm_host", "registry", "sandbox_host"]
 
-UID_FIRST = 1_800_000  # a range of this file's own (every hosted-hooks test file has one: 1.5 to 2.4 million)
+UID_FIRST = 1_800_000  # a range of this file's own (every hosted-hooks test file has one: 1.5 to 2.6 million)
+DEPENDENCIES_UID_FIRST = 2_600_000  # for the gateway that installs npm modules
 # A script as a browser sends a textarea: lines end in CRLF. Its comment would be markup if the
 # pages did not escape it.
 SCRIPT = (
@@ -168,3 +181,32 @@ async def test_with_the_runtime_off_the_form_says_why_beside_the_script(
     assert resp.status == 400 and field_error(await resp.text(), "f-url")
     listed = await gateway.client.get("/api/v2/hooks", headers=gateway.auth())
     assert await listed.json() == []
+
+
+@pytest.mark.sqlite_only
+async def test_a_script_hooks_npm_modules_are_given_shown_and_used(
+    make_hosted: MakeGateway, registry: NpmRegistry, browsers: Browsers,
+) -> None:
+    """The form's npm modules box (`name@version` a line) becomes the hook's `dependencies`: the
+    set is installed on save, listed on the hook's page, prefilled when editing, and the script
+    requires it; a spec the API refuses is shown beside the box, and nothing is saved."""
+    registry.publish("greet", "1.2.0", greeting_package(GREETING))
+    gw = await make_hosted(uid_first=DEPENDENCIES_UID_FIRST)
+    browser = await signed_in(browsers, gw)
+    resp = await create(browser, script=requiring("greet"), dependencies="greet@1.2.0\r\n")
+    page = await resp.text()
+    assert resp.status == 200 and "Hook created." in page, page
+    hook_id = hook_id_of(resp)
+    assert "greet@1.2.0" in text_of(page)
+    _, form = await browser.page(f"/dashboard/hooks/{hook_id}")  # the page has the edit form
+    prefilled = re.search(r'<textarea id="f-dependencies" [^>]*>(.*?)</textarea>', form, re.S)
+    assert prefilled and prefilled.group(1) == "greet@1.2.0", form
+    answer = await answer_of(gw)
+    assert answer["status"] == "success" and answer["data"]["https://example.com/got"] == GREETING, answer
+
+    refused = await create(browser, name="refused", script=requiring("greet"),
+                           dependencies="greet@git+https://github.com/x/greet.git")
+    assert refused.status == 400
+    assert "dependencies" in field_error(await refused.text(), "f-dependencies").lower()
+    hooks = await (await gw.client.get("/api/v2/hooks", headers=gw.auth())).json()
+    assert [h["name"] for h in hooks] == ["hosted"]

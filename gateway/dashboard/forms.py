@@ -43,6 +43,21 @@ def script(form: Mapping[str, Any]) -> str:
     return value.replace("\r\n", "\n") if isinstance(value, str) else ""
 
 
+def dependencies(value: str) -> dict[str, str]:
+    """A script's npm dependencies, one `name@version` a line as npm writes them (`@scope/name@1.2.3`;
+    a name alone is `latest`). What is not a name is sent as it is: the API refuses it, naming it."""
+    out: dict[str, str] = {}
+    for line in lines(value):
+        at = line.rfind("@")
+        name, version = (line[:at], line[at + 1:]) if at > 0 else (line, "latest")
+        out[name.strip()] = version.strip()
+    return out
+
+
+def dependencies_text(pairs: Iterable[tuple[str, str]]) -> str:
+    return "\n".join(f"{name}@{version}" for name, version in pairs)
+
+
 def hook_body(form: Mapping[str, Any], *, creating: bool, blocking: bool) -> dict[str, Any]:
     """The API body of the hook form. Empty option fields are left out (the API's defaults).
     A hook calls a URL or runs a script: a script that is not blank is sent, the URL when it is
@@ -51,6 +66,7 @@ def hook_body(form: Mapping[str, Any], *, creating: bool, blocking: bool) -> dic
     url, code = text(form, "url"), script(form)
     if code.strip():
         body["script"] = code
+        body["dependencies"] = dependencies(text(form, "dependencies"))
     if url or not code.strip():
         body["url"] = url
     if creating:
@@ -75,6 +91,7 @@ def hook_values(form: Mapping[str, Any]) -> dict[str, str]:
     keys = ("name", "url", "triggerId", *HOOK_OPTION_FIELDS)
     values = {k: text(form, k) for k in keys}
     values["script"] = script(form)
+    values["dependencies"] = text(form, "dependencies")
     values["enabled"] = "on" if form.get("enabled") == "on" else ""
     return values
 

@@ -18,7 +18,7 @@ from . import chart, forms, health
 from .pages import PREFIX, done, engine_of, form_of, page, svc_of, tenant_of
 
 MAX_LISTED = 1000  # hooks a tenant's page lists (quotas keep tenants far below)
-FORM_FIELDS = ("name", "url", "script", "triggerId", "enabled", *forms.HOOK_OPTION_FIELDS)
+FORM_FIELDS = ("name", "url", "script", "dependencies", "triggerId", "enabled", *forms.HOOK_OPTION_FIELDS)
 
 
 def chain_key(h: Hook) -> tuple[int, float, str]:
@@ -83,7 +83,8 @@ async def create(request: web.Request) -> web.StreamResponse:
 
 def _values(hook: Hook) -> dict[str, Any]:
     return {
-        "name": hook.name, "url": hook.url, "script": hook.script or "", "triggerId": hook.trigger_id,
+        "name": hook.name, "url": hook.url, "script": hook.script or "",
+        "dependencies": forms.dependencies_text(hook.dependencies), "triggerId": hook.trigger_id,
         "order": str(hook.order),
         "timeoutMs": str(hook.timeout_ms), "failurePolicy": hook.failure_policy,
         "maxConcurrency": str(hook.max_concurrency),
