@@ -1,9 +1,11 @@
 """The load generator: one `ClientSession`, N concurrent tasks, bounded in count and time.
 
-`python -m bench.loadgen --url U --body-file F [--header "Name: value"]... --concurrency 64
+`python -m bench.loadgen --url U [--url U2]... --body-file F [--header "Name: value"]... --concurrency 64
 --duration 10 --warmup 1 --max-requests 100000` prints one JSON object: requests, statuses,
 errors, elapsed, rate and latency percentiles of the measured phase (the warm-up is not
-counted), and `total` (every completed request, warm-up included).
+counted), and `total` (every completed request, warm-up included). With several `--url`, the
+connections are shared out between them (connection i sends to URL i mod n), as a balancer in
+front of several instances would: one load generator, whatever the number of instances.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-async def _phase(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+async def _phase(session: aiohttp.ClientSession, urls: list[str], body: bytes, headers: dict[str, str],
                  concurrency: int, duration_s: float, max_requests: int) -> Phase:
     latencies: list[float] = []
     starts: list[float] = []
@@ -52,7 +54,7 @@ async def _phase(session: aiohttp.ClientSession, url: str, body: bytes, headers:
     end = start + duration_s
     last_done = start
 
-    async def worker() -> None:
+    async def worker(url: str) -> None:
         nonlocal issued, errors, last_done
         while issued < max_requests and time.perf_counter() < end:
             issued += 1
@@ -69,7 +71,7 @@ async def _phase(session: aiohttp.ClientSession, url: str, body: bytes, headers:
             starts.append(time.time() - (t1 - t0))
             last_done = t1
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(urls[i % len(urls)]) for i in range(concurrency)))
     return Phase(latencies, starts, statuses, errors, max(1e-9, last_done - start))
 
 
@@ -114,7 +116,7 @@ async def run(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True)
+    p.add_argument("--url", required=True, action="append")
     p.add_argument("--body-file", required=True)
     p.add_argument("--header", action="append", default=[])
     p.add_argument("--concurrency", type=int, default=64)
@@ -148,9 +150,11 @@ class Load:
     max_requests: int = 1_000_000
     expect: int = 200
     timeline: Path | None = None  # every measured request's start and latency, written here
+    also: tuple[str, ...] = ()  # more URLs (instances) the connections are shared out with
 
     def argv(self, ready_file: Path | None = None) -> list[str]:
         out = [sys.executable, "-m", "bench.loadgen", "--url", self.url, "--body-file", str(self.body_file),
+               *(arg for url in self.also for arg in ("--url", url)),
                "--concurrency", str(self.concurrency), "--duration", str(self.duration_s),
                "--warmup", str(self.warmup_s), "--max-requests", str(self.max_requests),
                "--expect", str(self.expect)]
