@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 from ..errors import GatewayError
 from .limits import MIB, Cgroup, Limits, rlimit_setter
 from .package_specs import is_package_name
-from .sandbox import ENVIRONMENT, INFO_MAX_BYTES, SandboxConfig, child_pidfd, node_files, sandbox_pid
+from .sandbox import ENVIRONMENT, SandboxConfig, child_pidfd, node_files, read_sandbox_pid
 from .sandbox import _pipe_with as pipe_with
 from .sandbox_files import HeldNamespace, ReadBackError, copy_tree, used_bytes
 from .seccomp import compile_bpf
@@ -361,15 +361,7 @@ async def _learn(info: socket.socket, parent: int, block_w: int) -> _Sandbox:
     bubblewrap may go on (`--block-fd`: written here, closed by the caller)."""
     sandbox = _Sandbox()
     try:
-        info.setblocking(False)
-        loop = asyncio.get_running_loop()
-        data = b""
-        with contextlib.suppress(OSError):
-            while len(data) < INFO_MAX_BYTES and (chunk := await loop.sock_recv(info, INFO_MAX_BYTES)):
-                data += chunk
-                if data.rstrip().endswith(b"}"):  # the whole report: bubblewrap waits for us now
-                    break
-        pid = sandbox_pid(data)
+        pid = await read_sandbox_pid(info)  # the whole report: bubblewrap waits for us now
         sandbox.pidfd = child_pidfd(pid, parent) if pid is not None else None
         if sandbox.pidfd is not None and pid is not None:
             with contextlib.suppress(OSError):

@@ -34,7 +34,7 @@ from typing import Any
 from ..errors import GatewayError
 from . import wire
 from .output import Output
-from .sandbox import INFO_MAX_BYTES, SandboxConfig, child_pidfd, ended_by, prepare, sandbox_pid
+from .sandbox import SandboxConfig, child_pidfd, ended_by, prepare, read_sandbox_pid
 
 log = logging.getLogger("gateway.runtime")
 
@@ -284,13 +284,7 @@ class HookProcess:
         """Read bubblewrap's report of the sandbox's pid 1 (it writes it and closes at once)."""
         if info is None:
             return
-        info.setblocking(False)
-        loop = asyncio.get_running_loop()
-        data = b""
-        with contextlib.suppress(OSError):
-            while len(data) < INFO_MAX_BYTES and (chunk := await loop.sock_recv(info, INFO_MAX_BYTES)):
-                data += chunk
-        pid = sandbox_pid(data)
+        pid = await read_sandbox_pid(info)
         if pid is not None:
             self._sandbox_pidfd = child_pidfd(pid, self._proc.pid)
             if self._sandbox_pidfd is not None:

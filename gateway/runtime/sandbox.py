@@ -21,6 +21,8 @@ made before the fork.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -240,6 +242,20 @@ def sandbox_pid(info: bytes) -> int | None:
     except (ValueError, AttributeError):
         return None
     return pid if isinstance(pid, int) and not isinstance(pid, bool) and pid > 1 else None
+
+
+async def read_sandbox_pid(info: socket.socket) -> int | None:
+    """Read bubblewrap's `--info-fd` report (bounded, until its end: bubblewrap closes the socket
+    after it, or, with `--block-fd`, waits for the caller) and return `sandbox_pid` of it."""
+    info.setblocking(False)
+    loop = asyncio.get_running_loop()
+    data = b""
+    with contextlib.suppress(OSError):
+        while len(data) < INFO_MAX_BYTES and (chunk := await loop.sock_recv(info, INFO_MAX_BYTES)):
+            data += chunk
+            if data.rstrip().endswith(b"}"):  # the whole report
+                break
+    return sandbox_pid(data)
 
 
 def child_pidfd(pid: int, parent: int) -> int | None:
