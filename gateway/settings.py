@@ -153,8 +153,8 @@ class DeliverySettings:
     jitter: float = 0.2
     max_age: Duration = Duration(3 * 86400.0)
     ratelimit_remaining_threshold: int = 0
-    workers: int = 2
-    batch: int = 64  # attempts each worker keeps in flight
+    workers: int = 2  # with `batch`: up to workers x batch attempts in flight in this process
+    batch: int = 64  # deliveries claimed at most at once
     lease: Duration = Duration(300.0)
     poll_interval: Duration = Duration(0.5)
     timeout: Duration = Duration(10.0)

@@ -1,7 +1,11 @@
 """Delivery workers: claim due deliveries with a lease, send them, record what happened.
 
-Each worker keeps up to `batch` attempts in flight and claims more as they finish, so one slow
-receiver does not hold up the others. The lease is the row's due time pushed forward: a
+The engine keeps up to `workers` x `batch` attempts in flight and claims more as they finish, so
+one slow receiver does not hold up the others. It claims one claim at a time, at most `batch`
+deliveries each: claims running side by side in one process would only take turns at the same
+lanes (each skips the lanes another holds) and come back empty, at the cost of a transaction and
+a look at the next due time each; with several instances on PostgreSQL that doubled the claims
+(docs/DECISIONS.md). The lease is the row's due time pushed forward: a
 worker that dies simply lets its rows come due again, and a live engine keeps renewing the
 leases of what it has in flight. A clean stop gives back at once what it claimed but has not
 begun to send, lets the sends in flight finish (up to the grace time), and records the ones it
@@ -42,6 +46,7 @@ T = TypeVar("T")
 CLAIM_TRICKLE_S = 0.005  # after a claim that took only a few: wait this long before the next
 TURN_LATENESS_MAX_S = 0.5  # a rate turn waits at most this much for a late previous send
 IDLE_MIN_S = 0.005  # an idle worker sleeps at least this long before it looks again
+HELD_WAIT_MAX_S = 0.04  # a due lane another instance's claim holds: looked at again at most this much later
 CLAIM_ERROR_PAUSE_S = 1.0  # the store failed a claim: wait this long before the next one
 RECORD_RETRY_MIN_S = 0.1  # the database cannot store an outcome now: first wait, doubled each time
 RECORD_RETRY_MAX_S = 5.0
@@ -92,10 +97,9 @@ class DeliveryEngine:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        for n in range(self.cfg.workers):
-            wake = asyncio.Event()
-            self._wakes.append(wake)
-            self._tasks.append(asyncio.create_task(self._worker(wake), name=f"delivery-worker-{n}"))
+        wake = asyncio.Event()
+        self._wakes.append(wake)
+        self._tasks.append(asyncio.create_task(self._worker(wake), name="delivery-claims"))
         self._tasks.append(asyncio.create_task(self._purger(), name="delivery-purger"))
         self._tasks.append(asyncio.create_task(self.ops.watch_pauses(), name="delivery-pause-watch"))
         self._keeper = asyncio.create_task(self._keep_leases(), name="delivery-leases")
@@ -179,15 +183,17 @@ class DeliveryEngine:
         lanes only hand out work that may go now), so a slot is never held by a delivery that
         waits for a cap, a rate or a pause."""
         batch = max(1, self.cfg.batch)
+        slots = batch * max(1, self.cfg.workers)
         low_water = max(1, batch // 4)  # claim again once this many slots are free
         mine: set[asyncio.Task[None]] = set()
+        held = 0  # claims in a row that found a due lane held elsewhere (`_idle_wait`)
         while not self._stopping:
-            if batch - len(mine) < low_water:
+            if slots - len(mine) < low_water:
                 await asyncio.wait(mine, return_when=asyncio.FIRST_COMPLETED)
                 continue
             wake.clear()  # before the claim, so a notify that arrives during it is not lost
             try:
-                claimed = await self._claim(batch - len(mine))
+                claimed = await self._claim(min(batch, slots - len(mine)))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -197,6 +203,7 @@ class DeliveryEngine:
             for item in claimed:
                 self._dispatch(item, mine)
             if claimed:
+                held = 0
                 if len(claimed) < low_water:
                     # A trickle (events arriving one by one): let a few more come due, so that
                     # one claim takes several instead of one transaction per event.
@@ -205,19 +212,31 @@ class DeliveryEngine:
             # Nothing may go now. Wait for new work (a notify), the first lane's due time, or one
             # of our own deliveries to finish: that frees a slot of its hook and tenant, so its
             # lane may be due again (then a moment more, to claim what several freed at once).
-            idle = await self._idle_wait()
+            # A due lane held by a claim elsewhere: its news (a notify) is what that claim is
+            # serving, so only the wait's end or a delivery of ours ends the wait.
+            idle, held = await self._idle_wait(held)
             woken = asyncio.ensure_future(wake.wait())
             try:
-                first = asyncio.FIRST_COMPLETED
-                done, _ = await asyncio.wait({woken, *mine}, timeout=idle, return_when=first)
+                waits = {*mine} if held else {woken, *mine}
+                if waits:
+                    done, _ = await asyncio.wait(waits, timeout=idle, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.sleep(idle)
+                    done = set()
             finally:
                 woken.cancel()
             if done and woken not in done:
                 await asyncio.sleep(CLAIM_TRICKLE_S)
 
-    async def _idle_wait(self) -> float:
+    async def _idle_wait(self, held: int) -> tuple[float, int]:
         """Until the first lane is due (a rate-limited hook's next turn, a retry), at most the
-        poll interval: the poll is what notices work another instance made due."""
+        poll interval: the poll is what notices work another instance made due.
+
+        A lane due now that the claim did not serve is held by a claim elsewhere (another
+        instance's: a claim skips the lanes another holds): `held` such claims in a row wait
+        longer each time (5 ms doubled, up to `HELD_WAIT_MAX_S`), so that instances sharing
+        one busy lane do not keep claiming it in turn for nothing. Returns the wait and the
+        new count (0: no lane was held)."""
         wait = float(self.cfg.poll_interval)
         try:
             due = await self.store.next_due()
@@ -225,10 +244,13 @@ class DeliveryEngine:
             raise
         except Exception:
             log.exception("reading the next due time failed")
-            return wait
-        if due is not None:
-            wait = min(wait, due - self.clock())
-        return max(IDLE_MIN_S, wait)
+            return wait, 0
+        if due is None:
+            return wait, 0
+        ahead = due - self.clock()
+        if ahead > 0:
+            return max(IDLE_MIN_S, min(wait, ahead)), 0
+        return min(wait, IDLE_MIN_S * 2 ** min(held, 6), HELD_WAIT_MAX_S), held + 1
 
     async def _claim(self, limit: int) -> list[Claimed]:
         """Claim due deliveries; a claim interrupted by shutdown is given back, not lost."""
