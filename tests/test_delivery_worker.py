@@ -176,3 +176,37 @@ async def test_a_pause_set_here_applies_at_once_without_a_read(counting_store: C
     await pauses.pause("acme", dest, until)
     assert await pauses.check("acme", dest) == until
     assert counting_store.reads == 1
+
+
+async def test_a_database_away_while_a_claimed_delivery_is_checked_uses_up_no_try(
+    make_gateway, make_receiver
+) -> None:
+    # Between its claim and its send, a delivery reads its destination's pause: the first read of
+    # a new destination goes to the database. The database refusing connections then (PostgreSQL
+    # restarting) is waited out: one attempt, the receiver's, and no "internal error" attempt
+    # that would use up a try and put the delivery off by the retry schedule's first delay.
+    gw = await make_gateway()
+    await gw.create_tenant("acme")
+    rx = await make_receiver()
+    hook = await gw.create_hook(url=rx.url(), enabled=True)
+    store = gw.engine.store
+    real = store.get_pause
+    refused: list[float] = []
+
+    async def away(*args: Any, **kwargs: Any) -> Any:
+        if len(refused) < 3:
+            refused.append(time.monotonic())
+            raise ConnectionRefusedError(111, "Connection refused")
+        return await real(*args, **kwargs)
+
+    store.get_pause = away  # type: ignore[method-assign]
+    try:
+        delivery_id = await first_delivery(await gw.forward(PUR, event()))
+        d = await gw.wait_delivery(delivery_id, status="succeeded", timeout=10)
+    finally:
+        store.get_pause = real  # type: ignore[method-assign]
+    assert len(refused) == 3  # the reads were tried again, after growing pauses
+    assert refused[2] - refused[1] > refused[1] - refused[0] > 0
+    assert [(a["number"], a["statusCode"]) for a in d["attempts"]] == [(1, 200)], d["attempts"]
+    assert len(rx.requests) == 1
+    assert (await gw.only_delivery(hook["id"]))["attemptCount"] == 1

@@ -351,10 +351,10 @@ class DeliveryEngine:
             outcome.attempt = record
         outcome.hook_id = d.hook_id
         # Stored before the outcome: at least once.
-        await self._while_unwritable(d.id, lambda: self.ops.for_outcome(item, outcome))
+        await self._while_unavailable(d.id, lambda: self.ops.for_outcome(item, outcome))
         tracing.outcome(outcome)
         try:
-            await self._while_unwritable(
+            await self._while_unavailable(
                 d.id, lambda: self.store.record_outcomes([outcome], self.clock(), owner=self.owner)
             )
         except asyncio.CancelledError:
@@ -369,12 +369,13 @@ class DeliveryEngine:
         self.metrics.attempted(outcome)
         logs.attempt(outcome)
 
-    async def _while_unwritable(self, delivery_id: str, write: Callable[[], Awaitable[T]]) -> T:
-        """`write()`, tried again with growing pauses while the database cannot store anything
-        (disk full, locked, away): the delivery stays in flight here, its lease renewed once the
-        database allows, so an attempt already made is recorded rather than lost (if the lease
-        runs out meanwhile, it may be sent again: at least once). A shutdown's drain waits for
-        it like for a send, and at the end of the grace cancels it and gives the delivery back."""
+    async def _while_unavailable(self, delivery_id: str, write: Callable[[], Awaitable[T]]) -> T:
+        """`write()` (or a read), tried again with growing pauses while the database cannot
+        store anything (disk full, locked) or is away: the delivery stays in flight here, its
+        lease renewed once the database allows, so an attempt already made is recorded rather
+        than lost (if the lease runs out meanwhile, it may be sent again: at least once). A
+        shutdown's drain waits for it like for a send, and at the end of the grace cancels it
+        and gives the delivery back."""
         pause = RECORD_RETRY_MIN_S
         while True:
             try:
@@ -391,7 +392,9 @@ class DeliveryEngine:
             pause = min(pause * 2, RECORD_RETRY_MAX_S)
 
     async def _attempt(self, item: Claimed) -> Outcome:
-        checked = await self._check(item.delivery)
+        # The hook's view and its destination's pause, read while the database is away, are
+        # waited for like a write: nothing was sent, so the delivery uses up no try.
+        checked = await self._while_unavailable(item.delivery.id, lambda: self._check(item.delivery))
         if isinstance(checked, Outcome):
             return checked
         rate = checked.hook.rate_limit_per_second
@@ -401,7 +404,7 @@ class DeliveryEngine:
         # Judging writes too (a destination's pause, a disabled hook): the receiver has the
         # request, so a database that cannot store them now is waited for like the outcome's
         # write, not turned into an internal error that uses up a try and sends it again.
-        return await self._while_unwritable(
+        return await self._while_unavailable(
             item.delivery.id,
             lambda: self._judged(item, checked, result),
         )
