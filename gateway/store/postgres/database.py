@@ -10,6 +10,12 @@ group commit for the writes that come in crowds.
   a few transactions at once: one commit, and one round trip per statement, for many calls.
 - `connect()` opens a connection outside the pool, for a caller that keeps it (LISTEN).
 
+When a write fails because PostgreSQL cannot store anything (its disk full, a read-only
+database: `errors.cannot_write`), `fault` says why and `ping` (so `/readyz`) raises, until a
+write succeeds again: a real one, or the probe `ping` makes at most every `FAULT_PROBE_S`
+(a row that needs a new page of `write_probe`, rolled back), so the gateway says it is ready
+again by itself, traffic or not.
+
 Text PostgreSQL cannot store (a NUL character, which SQLite keeps) is a `BadRequest`: it comes
 from a caller, since the store cleans what the gateway writes itself (`clean`).
 """
@@ -20,12 +26,13 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ...errors import BadRequest
+from ...errors import BadRequest, StorageFault, cannot_write
 from . import schema
 
 log = logging.getLogger("gateway.store")
@@ -38,6 +45,10 @@ MAX_BATCH = 500  # calls per group-commit transaction
 RANDOM_PAGE_COST = "1.1"  # for the gateway's sessions: the planner's cost of a page read by key
 TX_RETRIES = 5  # a transaction chosen as a deadlock's victim is run again this many times
 CLOSE_WAIT_S = 10.0  # writes still running get this long at close
+FAULT_PROBE_S = 1.0  # while writes fail for want of space: `ping` tries a write at most this often
+# The probe's row: a page of `write_probe` to itself (its column is stored as is, migration 009),
+# so the probe needs the table to grow, which a full disk refuses.
+_PROBE_SQL = "INSERT INTO write_probe (pad) VALUES (repeat('x', 5000))"
 
 
 def redact(url: str) -> str:
@@ -88,6 +99,8 @@ class Database:
         self.batches = 0  # transactions committed
         self.writes = 0  # calls they carried
         self.retries = 0  # transactions run again after a deadlock or serialization failure
+        self.fault: str | None = None  # why writes fail now (`cannot_write`); None once one succeeds
+        self._probe_at = 0.0  # while `fault`: when (monotonic) `ping` may try a write again
 
     # -- life -------------------------------------------------------------------------------
 
@@ -151,7 +164,51 @@ class Database:
         return self._pool
 
     async def ping(self) -> None:
+        """Raises when the database cannot be read, or (`StorageFault`) while its writes fail."""
         await self.read(lambda c: c.fetchval("SELECT 1"))
+        if self.fault is None:
+            return
+        now = time.monotonic()
+        if now >= self._probe_at:
+            self._probe_at = now + FAULT_PROBE_S
+            try:
+                await self._probe()
+            except Exception as exc:
+                reason = cannot_write(exc)
+                if reason is None:
+                    raise
+                self.fault = reason
+            else:
+                log.info("the database can be written again (a probe write succeeded)")
+                self.fault = None
+                return
+        raise StorageFault(self.fault)
+
+    async def _probe(self) -> None:
+        """A write that needs room: its row is rolled back, and the table emptied again so that
+        the next probe needs a new page too."""
+        async with self.pool.acquire() as conn:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                await conn.execute(_PROBE_SQL)
+            finally:
+                await tx.rollback()
+            await conn.execute("TRUNCATE write_probe")
+
+    def _wrote(self, exc: BaseException | None) -> None:
+        """A write transaction ended: committed (`exc` None), or failed with `exc`."""
+        if exc is None:
+            self.fault = None
+            return
+        reason = cannot_write(exc)
+        if reason is None:
+            return
+        if self.fault is None:
+            self._probe_at = time.monotonic() + FAULT_PROBE_S
+            log.error("the database cannot be written (%s): writes fail (503) until one succeeds; "
+                      "/readyz tries a write every %.0f s", reason, FAULT_PROBE_S)
+        self.fault = reason
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -182,6 +239,11 @@ class Database:
                 self.retries += 1
                 await asyncio.sleep(random.uniform(0.001, 0.01) * (attempt + 1))  # noqa: S311 - jitter
                 continue
+            except Exception as exc:
+                self._wrote(exc)
+                raise
+            if self.fault is not None:
+                self._wrote(None)
             self.batches += 1
             self.writes += calls
             return result
