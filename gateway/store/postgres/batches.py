@@ -150,10 +150,16 @@ Outcomes = tuple[Sequence[Outcome], float, str | None]
 
 
 
+def ingests_are_one_statement(items: list[Ingest]) -> bool:
+    """Whether `run_ingests` stores these in one statement (none has an idempotency key), so
+    that the statement is their transaction."""
+    return all(it.idempotency_key is None for it in items)
+
+
 async def run_ingests(c: Any, items: list[Ingest]) -> list[str | None]:
     """Many ingests in one transaction: idempotency keys one by one (a key used twice in the
-    batch answers the second with the first's response), then every event, every delivery and
-    every lane's wake in one statement each."""
+    batch answers the second with the first's response), then the events, their deliveries
+    and the lanes' wakes in one statement."""
     results: list[str | None] = []
     stored: list[Ingest] = []
     for it in items:

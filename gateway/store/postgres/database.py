@@ -222,17 +222,24 @@ class Database:
         task = self.track(asyncio.ensure_future(self.transaction(fn, pool=pool)))
         return await asyncio.shield(task)
 
-    async def transaction(self, fn: Callable[[Any], Awaitable[T]], *, pool: Any = None, calls: int = 1) -> T:
+    async def transaction(
+        self, fn: Callable[[Any], Awaitable[T]], *, pool: Any = None, calls: int = 1, single: bool = False
+    ) -> T:
         """`fn(conn)` in one transaction, run again when PostgreSQL aborted it to break a
-        deadlock or a serialization conflict (so `fn` must be safe to run again)."""
+        deadlock or a serialization conflict (so `fn` must be safe to run again). `single`: `fn`
+        runs one statement, which is a transaction of its own: no BEGIN and COMMIT round trips."""
         import asyncpg  # noqa: PLC0415
 
         pool = pool or self.pool
         for attempt in range(TX_RETRIES):
             try:
-                async with pool.acquire() as conn, conn.transaction():
+                async with pool.acquire() as conn:
                     with _caller_text():
-                        result = await fn(conn)
+                        if single:
+                            result = await fn(conn)
+                        else:
+                            async with conn.transaction():
+                                result = await fn(conn)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == TX_RETRIES - 1:
                     raise
@@ -289,9 +296,11 @@ class GroupCommit(Generic[I, R]):
         *,
         lanes: int = 2,
         max_batch: int = MAX_BATCH,
+        single: Callable[[list[I]], bool] | None = None,
     ) -> None:
         self._db = db
         self._run = run
+        self._single = single  # whether `run` makes one statement of these items (`Database.transaction`)
         self._lanes = max(1, lanes)
         self._max_batch = max_batch
         self._queue: deque[tuple[I, asyncio.Future[R]]] = deque()
@@ -318,7 +327,10 @@ class GroupCommit(Generic[I, R]):
     async def _commit(self, batch: list[tuple[I, asyncio.Future[R]]]) -> None:
         items = [item for item, _ in batch]
         try:
-            results = await self._db.transaction(lambda c: self._run(c, items), calls=len(items))
+            single = self._single is not None and self._single(items)
+            results = await self._db.transaction(
+                lambda c: self._run(c, items), calls=len(items), single=single
+            )
         except Exception as exc:  # noqa: BLE001 - handed to the callers
             if len(batch) == 1:
                 _settle(batch[0][1], exc=exc)

@@ -15,7 +15,15 @@ from ...errors import BadRequest, Conflict, NotFound, TooManyRequests, shown
 from ..models import PARKED_AT, Attempt, Claimed, Delivery, Outcome, Page, SyncRecord
 from ..purging import paced
 from . import lanes
-from .batches import INSERT_DELIVERIES, INSERT_EVENTS, Ingest, Outcomes, run_ingests, run_outcomes
+from .batches import (
+    INSERT_DELIVERIES,
+    INSERT_EVENTS,
+    Ingest,
+    Outcomes,
+    ingests_are_one_statement,
+    run_ingests,
+    run_outcomes,
+)
 from .database import Database, GroupCommit, clean
 from .rows import (
     ATTEMPT_COLUMNS,
@@ -46,7 +54,7 @@ class DeliveryQueries:
 
     def _group_commits(self) -> None:
         self._recheck_later: set[str] = set()
-        self._ingests = GroupCommit(self.db, run_ingests, lanes=GROUP_LANES)
+        self._ingests = GroupCommit(self.db, run_ingests, lanes=GROUP_LANES, single=ingests_are_one_statement)
         self._outcomes = GroupCommit(self.db, run_outcomes, lanes=OUTCOME_LANES)
 
     # -- events and deliveries -------------------------------------------------------------
