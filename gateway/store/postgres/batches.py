@@ -124,7 +124,11 @@ _LOCK_MOVE_RECORD = (
     "   $16::bigint[], $17::bigint[], $18::float8[], $19::float8[]) WITH ORDINALITY"
     "   AS u(id, st, ms, code, err, body, lim, rem, reset, ra, ord)"
     "  WHERE (SELECT n FROM locked) >= 0 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.id = u.id)"
-    "  ORDER BY u.ord)"
+    "  ORDER BY u.ord),"
+    # The hooks whose run of failures a success ends ($20: `operational.failing_changes`), after
+    # the locks like the rest.
+    " cl AS (UPDATE hooks SET failing_since = NULL WHERE id = ANY($20::text[]) AND failing_since IS NOT NULL"
+    "  AND (SELECT n FROM locked) >= 0)"
     " UPDATE delivery_queue q SET due = m.next_attempt_at, lease_owner = NULL FROM m"
     " WHERE q.delivery_id = m.id AND m.status = 'pending'"
 )
@@ -226,13 +230,45 @@ async def _use_key(c: Any, it: Ingest) -> str | None:
     raise Conflict("this Idempotency-Key is being used by another request; try again")
 
 
+@dataclass(slots=True)
+class _OutcomesPlan:
+    """What `run_outcomes` writes for a batch."""
+
+    flat: list[tuple[Outcome, float, str | None]]
+    once: bool  # each delivery once in the batch: the locks, moves and attempts in one statement
+    failing: operational.FailingChanges
+    lanes_quiet: bool  # no lane to tell (`lanes.after_outcomes` writes nothing) and none parked
+
+    @property
+    def single(self) -> bool:
+        """The whole batch is one statement (`_LOCK_MOVE_RECORD`), its own transaction."""
+        return self.once and self.lanes_quiet and not self.failing.restarted and not self.failing.fresh
+
+
+def _plan(items: list[Outcomes]) -> _OutcomesPlan:
+    flat = [(o, now, owner) for outcomes, now, owner in items for o in outcomes]
+    once = len({o.delivery_id for o, _, _ in flat}) == len(flat)
+    quiet = all(not lanes.lane_news(o) and not _parked(o) for o, _, _ in flat)
+    return _OutcomesPlan(flat, once, operational.failing_changes([(o, now) for o, now, _ in flat]), quiet)
+
+
+def _parked(o: Outcome) -> bool:
+    return o.next_attempt_at is not None and o.next_attempt_at >= PARKED_AT
+
+
+def outcomes_are_one_statement(items: list[Outcomes]) -> bool:
+    """Whether `run_outcomes` writes these in one statement (the common batch: successes and
+    retries of deliveries once each, no lane held back, no run of failures starting), so that
+    the statement is their transaction."""
+    return _plan(items).single
+
+
 async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
     """Outcomes of many calls in one transaction, in their order: the deliveries are locked
     first (sorted: concurrent batches do not deadlock), then moved on, their lanes told, and
     the attempts recorded."""
-    flat = [(o, now, owner) for outcomes, now, owner in items for o in outcomes]
-    ids = {o.delivery_id for o, _, _ in flat}
-    once = len(ids) == len(flat)  # else one row per statement, in order
+    plan = _plan(items)
+    flat = plan.flat
     moves = [
         (
             o.status,
@@ -245,25 +281,26 @@ async def run_outcomes(c: Any, items: list[Outcomes]) -> list[None]:
         )
         for o, now, owner in flat
     ]
+    ids = sorted({o.delivery_id for o, _, _ in flat})
     attempts = [(o.delivery_id, *attempt_values(o.attempt)) for o, _, _ in flat if o.attempt is not None]
-    if once:  # the locks, the moves and the attempts: one round trip
-        await c.execute(_LOCK_MOVE_RECORD, sorted(ids), *_columns(moves, len(moves[0])), PARKED_AT,
-                        *_columns(attempts, ATTEMPT_ARRAYS))
+    if plan.once:  # the locks, the moves, the attempts and the runs of failures ended: one round trip
+        await c.execute(_LOCK_MOVE_RECORD, ids, *_columns(moves, len(moves[0])), PARKED_AT,
+                        *_columns(attempts, ATTEMPT_ARRAYS), plan.failing.cleared)
     else:  # one statement per outcome, in order
-        await c.execute(_LOCK, sorted(ids))
+        await c.execute(_LOCK, ids)
         await c.executemany(_MOVE, [(*([v] for v in m), PARKED_AT) for m in moves])
     # The lanes, in the order of the outcomes; a delivery its worker parked (it saw the hook
     # disabled) wakes its lane at once, in case the hook was enabled meanwhile.
     run: list[tuple[Outcome, float]] = []
     for o, now, _ in flat:
         run.append((o, now))
-        if o.next_attempt_at is not None and o.next_attempt_at >= PARKED_AT:
+        if _parked(o):
             await lanes.after_outcomes(c, run)
             run = []
             await lanes.wake_deliveries(c, [o.delivery_id], now)
     await lanes.after_outcomes(c, run)
-    await operational.note_attempts(c, [(o, now) for o, now, _ in flat])  # the hooks' runs of failures
-    if attempts and not once:
+    await operational.note_attempts(c, plan.failing, cleared=not plan.once)  # the hooks' runs of failures
+    if attempts and not plan.once:
         await c.executemany(_ATTEMPT, attempts)
     return [None] * len(items)
 

@@ -21,6 +21,7 @@ from .batches import (
     Ingest,
     Outcomes,
     ingests_are_one_statement,
+    outcomes_are_one_statement,
     run_ingests,
     run_outcomes,
 )
@@ -54,8 +55,11 @@ class DeliveryQueries:
 
     def _group_commits(self) -> None:
         self._recheck_later: set[str] = set()
+        # A batch that is one statement runs as its own transaction (no BEGIN and COMMIT).
         self._ingests = GroupCommit(self.db, run_ingests, lanes=GROUP_LANES, single=ingests_are_one_statement)
-        self._outcomes = GroupCommit(self.db, run_outcomes, lanes=OUTCOME_LANES)
+        self._outcomes = GroupCommit(
+            self.db, run_outcomes, lanes=OUTCOME_LANES, single=outcomes_are_one_statement
+        )
 
     # -- events and deliveries -------------------------------------------------------------
 

@@ -361,6 +361,12 @@ async def wake_deliveries(c: Any, delivery_ids: Sequence[str], at: float) -> Non
         await c.execute(_WAKE_DELIVERIES_SQL, float(at), list(delivery_ids))
 
 
+def lane_news(o: Outcome) -> bool:
+    """Whether `after_outcomes` writes for this outcome: a wait for its lane, an answer that
+    counts in its run of 429s, or an outcome whose hook is not known."""
+    return not (o.hook_id and o.lane_until is None and o.throttled is None)
+
+
 async def after_outcomes(c: Any, outcomes: Sequence[tuple[Outcome, float]]) -> None:
     """Deliveries of these lanes are no longer in flight: each lane may go on (or waits as told),
     in the order of the outcomes. An outcome with no news for its lane (no wait, no answer that
@@ -368,7 +374,7 @@ async def after_outcomes(c: Any, outcomes: Sequence[tuple[Outcome, float]]) -> N
     (`claim(recheck=...)`)."""
     rows: list[tuple[Any, ...]] = []
     for o, now in outcomes:
-        if o.hook_id and o.lane_until is None and o.throttled is None:
+        if not lane_news(o):
             continue
         throttled = None if o.throttled is None else int(o.throttled)
         until = None if o.lane_until is None else float(o.lane_until)

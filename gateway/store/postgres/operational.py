@@ -5,6 +5,7 @@ of destination pauses, each seen by one instance only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..models import PARKED_AT, Outcome, Pause
@@ -12,7 +13,9 @@ from . import lanes
 from .database import Database
 from .rows import has_nul
 
-_CLEAR_SQL = "UPDATE hooks SET failing_since = NULL WHERE id = ANY($1::text[]) AND failing_since IS NOT NULL"
+CLEAR_FAILING_SQL = (
+    "UPDATE hooks SET failing_since = NULL WHERE id = ANY($1::text[]) AND failing_since IS NOT NULL"
+)
 _START_SQL = (
     "UPDATE hooks SET failing_since = u.t FROM unnest($1::text[], $2::float8[]) AS u(id, t)"
     " WHERE hooks.id = ANY($1::text[]) AND hooks.id = u.id AND hooks.failing_since IS NULL"
@@ -23,12 +26,19 @@ _RESTART_SQL = (
 )
 
 
-async def note_attempts(c: Any, outcomes: Sequence[tuple[Outcome, float]]) -> None:
-    """Keep each hook's `failing_since` with the attempts of a batch (run_outcomes), in their
-    order: a success clears it, a failed attempt that used a try starts it when it is not running
-    (a 429, or a send cut off by a shutdown, changes nothing). One statement per kind of change
-    for the whole batch, hooks in one order; a success of a hook that was not failing locks and
-    writes nothing."""
+@dataclass(frozen=True, slots=True)
+class FailingChanges:
+    """What a batch of attempts changes in its hooks' `failing_since` (`failing_changes`)."""
+
+    cleared: list[str]  # hooks whose run of failures ends (a success), sorted
+    restarted: list[tuple[str, float]]  # cleared, then failing again within the batch from then
+    fresh: list[tuple[str, float]]  # failing from then, unless their run already began
+
+
+def failing_changes(outcomes: Sequence[tuple[Outcome, float]]) -> FailingChanges:
+    """Each hook's `failing_since` after the attempts of a batch (run_outcomes), in their order: a
+    success clears it, a failed attempt that used a try starts it when it is not running (a 429,
+    or a send cut off by a shutdown, changes nothing)."""
     cleared: set[str] = set()
     started: dict[str, float] = {}  # hook: when its run of failures began, in this batch
     for o, now in outcomes:
@@ -40,14 +50,23 @@ async def note_attempts(c: Any, outcomes: Sequence[tuple[Outcome, float]]) -> No
         elif o.uses_attempt and o.hook_id not in started:
             started[o.hook_id] = float(now)
     # Cleared, then failing again within the batch: the run starts at that failure.
-    restarted = sorted(h for h in started if h in cleared)
-    fresh = sorted(h for h in started if h not in cleared)
-    if cleared - started.keys():
-        await c.execute(_CLEAR_SQL, sorted(cleared - started.keys()))
-    if restarted:
-        await c.execute(_RESTART_SQL, restarted, [started[h] for h in restarted])
-    if fresh:
-        await c.execute(_START_SQL, fresh, [started[h] for h in fresh])
+    return FailingChanges(
+        cleared=sorted(cleared - started.keys()),
+        restarted=[(h, started[h]) for h in sorted(h for h in started if h in cleared)],
+        fresh=[(h, started[h]) for h in sorted(h for h in started if h not in cleared)],
+    )
+
+
+async def note_attempts(c: Any, changes: FailingChanges, *, cleared: bool = True) -> None:
+    """Write `changes`: one statement per kind of change for the whole batch, hooks in one order;
+    a success of a hook that was not failing locks and writes nothing. `cleared=False`: the
+    caller cleared them already (in the outcome's statement)."""
+    if cleared and changes.cleared:
+        await c.execute(CLEAR_FAILING_SQL, changes.cleared)
+    if changes.restarted:
+        await c.execute(_RESTART_SQL, [h for h, _ in changes.restarted], [t for _, t in changes.restarted])
+    if changes.fresh:
+        await c.execute(_START_SQL, [h for h, _ in changes.fresh], [t for _, t in changes.fresh])
 
 
 class OperationalQueries:
