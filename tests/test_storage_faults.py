@@ -279,3 +279,49 @@ async def test_postgres_disk_full_answers_503_and_recovers_when_space_is_freed(
             server.resume()
 
     await survives(gw, make_receiver, start=start, clear=clear, reason="disk full", pad=PAD_BYTES)
+
+
+async def test_postgres_readyz_stays_not_ready_while_disk_full_despite_idle_claims(
+    database_backend, postgres_on_small_disk, make_gateway, make_settings, make_receiver
+) -> None:
+    if database_backend != "postgres":
+        pytest.skip("PostgreSQL's disk full: runs once, on the postgres parametrization")
+    server = postgres_on_small_disk
+    url = await server.create_database(prefix="ready")
+    gw = await make_gateway(make_settings(database={"url": url, "migrate": "auto"}))
+    await gw.create_tenant("acme")
+    rx = await make_receiver()
+    await gw.create_hook(name="pur", url=rx.url(), enabled=True)
+    db: Any = gw.engine.store.db  # type: ignore[attr-defined]
+
+    filler: list[Path] = [fill(server.data.parent)]
+    try:
+        refused = None
+        for n in range(MAX_EVENTS):
+            resp = await gw.forward(PUR, event(n, PAD_BYTES))
+            if resp.status != 202:
+                refused = resp
+                break
+        assert refused is not None and refused.status == 503, "the full disk refused no event"
+        assert "disk full" in (await refused.json())["message"]
+
+        # The engine keeps claiming (nothing is due): transactions that commit without needing room.
+        committed = db.batches
+
+        async def claims_committed() -> bool:
+            return bool(db.batches >= committed + 3)
+
+        await until(claims_committed, "the engine's idle claims commit on the full disk")
+        ready = await gw.client.get("/readyz")
+        assert ready.status == 503, "ready while the disk is still full"
+        assert "disk full" in (await ready.json())["message"]
+    finally:
+        for f in filler:
+            f.unlink()
+        with contextlib.suppress(subprocess.CalledProcessError):  # in case PostgreSQL stopped (PANIC)
+            server.resume()
+
+    async def is_ready() -> bool:
+        return (await gw.client.get("/readyz")).status == 200
+
+    await until(is_ready, "/readyz says ready again once space is freed")

@@ -11,10 +11,11 @@ group commit for the writes that come in crowds.
 - `connect()` opens a connection outside the pool, for a caller that keeps it (LISTEN).
 
 When a write fails because PostgreSQL cannot store anything (its disk full, a read-only
-database: `errors.cannot_write`), `fault` says why and `ping` (so `/readyz`) raises, until a
-write succeeds again: a real one, or the probe `ping` makes at most every `FAULT_PROBE_S`
-(a row that needs a new page of `write_probe`, rolled back), so the gateway says it is ready
-again by itself, traffic or not.
+database: `errors.cannot_write`), `fault` says why and `ping` (so `/readyz`) raises, until the
+probe `ping` makes at most every `FAULT_PROBE_S` succeeds (a row that needs a new page of
+`write_probe`, rolled back), so the gateway says it is ready again by itself, traffic or not.
+A transaction that merely commits proves nothing: an idle claim, which changes no row, commits
+on a full disk too (SQLite's store likewise counts only a commit that changed something).
 
 Text PostgreSQL cannot store (a NUL character, which SQLite keeps) is a `BadRequest`: it comes
 from a caller, since the store cleans what the gateway writes itself (`clean`).
@@ -99,7 +100,7 @@ class Database:
         self.batches = 0  # transactions committed
         self.writes = 0  # calls they carried
         self.retries = 0  # transactions run again after a deadlock or serialization failure
-        self.fault: str | None = None  # why writes fail now (`cannot_write`); None once one succeeds
+        self.fault: str | None = None  # why writes fail now (`cannot_write`); None once a probe succeeds
         self._probe_at = 0.0  # while `fault`: when (monotonic) `ping` may try a write again
 
     # -- life -------------------------------------------------------------------------------
@@ -196,11 +197,8 @@ class Database:
                 await tx.rollback()
             await conn.execute("TRUNCATE write_probe")
 
-    def _wrote(self, exc: BaseException | None) -> None:
-        """A write transaction ended: committed (`exc` None), or failed with `exc`."""
-        if exc is None:
-            self.fault = None
-            return
+    def _wrote(self, exc: BaseException) -> None:
+        """A write transaction failed with `exc`."""
         reason = cannot_write(exc)
         if reason is None:
             return
@@ -249,8 +247,7 @@ class Database:
             except Exception as exc:
                 self._wrote(exc)
                 raise
-            if self.fault is not None:
-                self._wrote(None)
+            # A commit does not clear `fault`: only the probe (`ping`) does, see the docstring.
             self.batches += 1
             self.writes += calls
             return result
