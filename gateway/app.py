@@ -79,6 +79,7 @@ async def drain(app: web.Application, grace_s: float, cut_short: asyncio.Event) 
     `grace_s` to finish (less if `cut_short` is set), while what the workers claimed but have
     not begun is given back at once; sends cut off are recorded and given back too."""
     app[INTAKE].close()
+    app[SERVICES].bus.leave()  # the other instances take this one's share of the limits now
     engine = app.get(ENGINE)
     inside, *stopped = await asyncio.gather(
         app[INTAKE].wait_empty(grace_s, cut_short),

@@ -9,7 +9,10 @@ A `Bus` carries news between instances:
   view of that tenant, so an edit takes effect everywhere within a second;
 - presence: each instance says it is alive every `PRESENCE_S`, so that each knows how many
   share the limits that are kept in memory (the gateway's own API rate limits, a tenant's
-  blocking calls in flight): each instance enforces its share.
+  blocking calls in flight): each instance enforces its share;
+- leave: an instance that closes its intake (SIGTERM) says so, and the others stop counting
+  it at once, so a rolling restart does not halve the survivors' shares for `PRESENCE_TTL_S`
+  (a killed instance cannot say so: it counts until its presence expires).
 
 With SQLite (one instance) the bus is in-process. With PostgreSQL it is LISTEN/NOTIFY on one
 dedicated connection, reconnected with back-off when it is lost; after a reconnect every
@@ -32,8 +35,8 @@ from typing import Any, Protocol
 log = logging.getLogger("gateway.coordination")
 
 CHANNEL = "gateway_bus"  # the one LISTEN channel of a deployment
-WORK, TENANT, PRESENCE, RESET = "work", "tenant", "presence", "reset"
-PRESENCE_S = 5.0  # an instance says it is alive this often ...
+WORK, TENANT, PRESENCE, RESET, LEAVE = "work", "tenant", "presence", "reset", "leave"
+PRESENCE_S = 1.0  # an instance says it is alive this often ...
 PRESENCE_TTL_S = 3 * PRESENCE_S  # ... and counts as gone when not heard from for this long
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0  # back-off of the listening connection
 MAX_PAYLOAD_CHARS = 7000  # NOTIFY takes 8,000 bytes; payloads here are ids, far shorter
@@ -59,6 +62,10 @@ class Bus(Protocol):
 
     def instances(self) -> int:
         """How many instances are alive, this one included (at least 1)."""
+        ...
+
+    def leave(self) -> None:
+        """This instance takes no more intake: the others stop counting it in their shares."""
         ...
 
 
@@ -106,6 +113,9 @@ class LocalBus(_Subscribers):
     def instances(self) -> int:
         return 1
 
+    def leave(self) -> None:
+        return None
+
 
 class PostgresBus(_Subscribers):
     """LISTEN/NOTIFY on one connection of its own (not the store's pool: a listening
@@ -126,6 +136,8 @@ class PostgresBus(_Subscribers):
         self._clock = clock
         self._presence_s = presence_s
         self._seen: dict[str, float] = {}
+        self._gone: set[str] = set()  # instances that said they leave: not counted again
+        self._leaving = False
         self._outbox: asyncio.Queue[str] | None = None
         self._waiting: set[str] = set()  # payload-less news in the outbox, not yet sent
         self._task: asyncio.Task[None] | None = None
@@ -166,6 +178,11 @@ class PostgresBus(_Subscribers):
     def instances(self) -> int:
         horizon = self._clock() - self._presence_ttl()
         return 1 + sum(1 for iid, seen in self._seen.items() if seen >= horizon and iid != self.instance_id)
+
+    def leave(self) -> None:
+        if not self._leaving:
+            self._leaving = True  # no presence from now on
+            self.publish(LEAVE, "")
 
     def _presence_ttl(self) -> float:
         return 3 * self._presence_s
@@ -213,7 +230,7 @@ class PostgresBus(_Subscribers):
         next_presence = 0.0
         while True:
             now = self._clock()
-            if now >= next_presence:
+            if now >= next_presence and not self._leaving:
                 self.publish(PRESENCE, "")
                 next_presence = now + self._presence_s
             try:
@@ -233,7 +250,14 @@ class PostgresBus(_Subscribers):
         topic, _, payload = rest.partition("|")
         if sender == self.instance_id:
             return
-        self._seen[sender] = self._clock()
+        if topic == LEAVE:
+            self._seen.pop(sender, None)
+            if len(self._gone) >= 1000:  # instance ids are never reused: forgetting is safe
+                self._gone.clear()
+            self._gone.add(sender)
+            return
+        if sender not in self._gone:  # a leaving instance's last news does not bring it back
+            self._seen[sender] = self._clock()
         if topic != PRESENCE:
             self.deliver(topic, payload)
         if len(self._seen) > 1000:  # instances come and go: forget the long gone

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -186,13 +187,59 @@ async def test_the_api_rate_limit_holds_across_instances(deployment) -> None:
     a = await deployment.start(limits)
     b = await deployment.start(limits)
     await setup_tenant(deployment, a.base)
-    await asyncio.sleep(6.0)  # each has heard the other: two instances share the limit
+    await asyncio.sleep(2.0)  # each has heard the other (presence every second): they share the limit
 
     allowed = 0
     for i in range(20):
         status, _ = await call("GET", f"{(a, b)[i % 2].base}/api/v2/hooks", headers=deployment.auth())
         allowed += status == 200
     assert allowed <= 10 + 2  # the burst of 10 for the deployment (and a token or two refilled)
+
+
+async def test_an_instance_draining_after_sigterm_leaves_its_share_of_the_limits_to_the_others(
+    deployment, make_receiver
+) -> None:
+    """A rolling restart: the instance told to stop says it leaves, so the survivor allows the
+    whole limit at once (its callers now all come to it), not only after the leaver's
+    presence has expired. The leaver is held draining by a blocking call in flight meanwhile."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:
+        await asyncio.wait_for(release.wait(), 20)
+        return web.json_response({"status": "success", "data": {"scope": ["read"]}})
+
+    limits = {"ratelimit": {"management_rate": 50.0, "management_burst": 100}}
+    a = await deployment.start(limits)
+    b = await deployment.start({**limits, "server": {"shutdown_timeout": "20s"}})  # drains long enough
+    rx = await make_receiver(slow)
+    await setup_tenant(deployment, a.base)
+    await new_hook(deployment, a.base, url=rx.url(), triggerId=CE)
+
+    async def limit_on_a() -> str:
+        async with aiohttp.ClientSession() as http, http.get(
+            f"{a.base}/api/v2/hooks", headers=deployment.auth()
+        ) as resp:
+            return resp.headers["X-RateLimit-Limit"]
+
+    async def shared() -> bool:
+        return await limit_on_a() == "50"
+
+    await eventually(shared)  # a counts b: half the burst each
+    held = asyncio.create_task(forward(deployment, b.base, CE, CE_EVENT))
+    await rx.wait_for(1)
+    b.proc.send_signal(signal.SIGTERM)
+
+    async def whole() -> bool:
+        return await limit_on_a() == "100"
+
+    try:
+        await eventually(whole)
+        assert b.proc.poll() is None  # b is still draining, alive, and no longer counted
+    finally:
+        release.set()
+    status, body = await held
+    assert status == 200 and body["status"] == "success", body  # the call in flight finished
+    assert b.proc.wait(timeout=30) == 0
 
 
 async def test_a_tenants_blocking_calls_in_flight_are_capped_across_instances(deployment, make_receiver):
@@ -207,7 +254,7 @@ async def test_a_tenants_blocking_calls_in_flight_are_capped_across_instances(de
     rx = await make_receiver(slow)
     await setup_tenant(deployment, a.base, maxInFlight=2)
     await new_hook(deployment, a.base, url=rx.url(), triggerId=CE)
-    await asyncio.sleep(6.0)  # each has heard the other
+    await asyncio.sleep(2.0)  # each has heard the other
 
     calls = [asyncio.create_task(forward(deployment, (a, b)[i % 2].base, CE, CE_EVENT)) for i in range(4)]
     await rx.wait_for(2)

@@ -142,6 +142,7 @@ class Call:
     ended: float
     status: int  # 0: no HTTP answer at all
     ok: bool
+    detail: str = ""  # what a failed call was told
 
 
 async def success(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:
@@ -154,9 +155,9 @@ async def one_call(http: aiohttp.ClientSession, url: str, headers: dict[str, str
         async with http.post(url, json=CE_EVENT, headers=headers) as resp:
             body = await resp.json(content_type=None)
             ok = resp.status == 200 and isinstance(body, dict) and body.get("status") == "success"
-            return Call(started, time.monotonic(), resp.status, ok)
-    except (TimeoutError, aiohttp.ClientError, ValueError):
-        return Call(started, time.monotonic(), 0, False)
+            return Call(started, time.monotonic(), resp.status, ok, "" if ok else str(body)[:200])
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+        return Call(started, time.monotonic(), 0, False, type(exc).__name__)
 
 
 async def stream(
@@ -226,14 +227,15 @@ async def test_killing_one_instance_behind_haproxy_fails_only_its_calls_in_fligh
     before = [c for c in calls if c.ended < kill]
     after_window = [c for c in calls if c.started > kill + WINDOW_S]
     spans = [(round(c.started - kill, 3), round(c.ended - kill, 3), c.status) for c in failed]
+    details = sorted({c.detail for c in failed})
     print(  # noqa: T201 - the figure docs/DEPLOYING.md reports
         f"\n{len(calls)} calls, {len(before)} before the kill, {len(after_window)} after the window; "
-        f"{len(failed)} failed (start, end after the kill; status): {spans}"
+        f"{len(failed)} failed (start, end after the kill; status): {spans[:40]}; told: {details[:5]}"
     )
     assert before and after_window  # the stream ran on both sides of the kill
     assert all(c.ok for c in before)  # both instances up: everything succeeds
     if sig == signal.SIGTERM:
-        assert failed == [] and code == 0, (spans, code)
+        assert failed == [] and code == 0, (spans[:40], details[:5], code)
     assert all(c.ok for c in after_window)  # the survivor answers everything once the dead one is out
     # What fails is only what was in flight on the killed instance when it died (or sent in the
     # moment after): at most one call per caller.
