@@ -43,7 +43,7 @@ log = logging.getLogger("gateway.delivery")
 
 T = TypeVar("T")
 
-CLAIM_TRICKLE_S = 0.005  # after a claim that took only a few: wait this long before the next
+CLAIM_TRICKLE_S = 0.002  # after a claim that took only a few: wait this long before the next (DECISIONS)
 TURN_LATENESS_MAX_S = 0.5  # a rate turn waits at most this much for a late previous send
 IDLE_MIN_S = 0.005  # an idle worker sleeps at least this long before it looks again
 HELD_WAIT_MAX_S = 0.04  # a due lane another instance's claim holds: looked at again at most this much later
