@@ -492,3 +492,24 @@ async def test_429s_to_requests_already_in_flight_count_as_one_in_a_row(store: S
 
     # One round of 429s, not three: the back-off grows by one step.
     assert [c.throttled for c in next_round] == [1, 1, 1]
+
+
+async def test_a_hook_at_its_cap_is_claimed_again_as_soon_as_its_deliveries_finish(
+    make_gateway, make_settings, make_receiver
+) -> None:
+    """No wait for the poll: a hook at its maxConcurrency is looked at again by the claim after
+    its deliveries finish. When the last of them finished while a claim was running, nothing of
+    ours was left in flight to end the engine's wait, which lasted the whole poll interval
+    (found as PostgreSQL's end-to-end rate at half of what the workers could do)."""
+    settings = make_settings(delivery={"poll_interval": "60s"})  # a stall would be a minute
+    gw = await make_gateway(settings)
+    await gw.create_tenant("acme")
+    rx = await make_receiver()
+    await gw.create_hook(url=rx.url(), enabled=True, maxConcurrency=1)
+    queued = []
+    for i in range(40):
+        queued += await deliveries_of(await gw.forward(PUR, event(f"e{i}")))
+
+    for did in queued:  # one at a time, each right after the one before: well under the poll
+        await gw.wait_delivery(did, status="succeeded", timeout=20)
+    assert len(rx.requests) == 40
