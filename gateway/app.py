@@ -79,10 +79,17 @@ async def drain(app: web.Application, grace_s: float, cut_short: asyncio.Event) 
     `grace_s` to finish (less if `cut_short` is set), while what the workers claimed but have
     not begun is given back at once; sends cut off are recorded and given back too."""
     app[INTAKE].close()
-    app[SERVICES].bus.leave()  # the other instances take this one's share of the limits now
     engine = app.get(ENGINE)
+
+    async def intake_then_leave() -> int:
+        # Once the blocking calls in flight here are done, the other instances take this one's
+        # share of the in-memory limits (until then it still holds part of them).
+        inside = await app[INTAKE].wait_empty(grace_s, cut_short)
+        app[SERVICES].bus.leave()
+        return inside
+
     inside, *stopped = await asyncio.gather(
-        app[INTAKE].wait_empty(grace_s, cut_short),
+        intake_then_leave(),
         *([engine.stop(grace_s, cut_short=cut_short)] if engine is not None else []),
         return_exceptions=True,
     )

@@ -38,6 +38,9 @@ CHANNEL = "gateway_bus"  # the one LISTEN channel of a deployment
 WORK, TENANT, PRESENCE, RESET, LEAVE = "work", "tenant", "presence", "reset", "leave"
 PRESENCE_S = 1.0  # an instance says it is alive this often ...
 PRESENCE_TTL_S = 3 * PRESENCE_S  # ... and counts as gone when not heard from for this long
+# A presence names its sender's interval; one that does not (an older release, every 5 s) is
+# given this long, so that a rolling upgrade never drops an instance that is there.
+LEGACY_TTL_S = 15.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0  # back-off of the listening connection
 MAX_PAYLOAD_CHARS = 7000  # NOTIFY takes 8,000 bytes; payloads here are ids, far shorter
 SEND_BATCH = 200  # notifications sent in one round trip
@@ -135,8 +138,9 @@ class PostgresBus(_Subscribers):
         self._connect = connect
         self._clock = clock
         self._presence_s = presence_s
-        self._seen: dict[str, float] = {}
+        self._seen: dict[str, tuple[float, float]] = {}  # instance -> (last heard, its presence TTL)
         self._gone: set[str] = set()  # instances that said they leave: not counted again
+        self._frozen: int | None = None  # the count while this bus cannot hear anyone
         self._leaving = False
         self._outbox: asyncio.Queue[str] | None = None
         self._waiting: set[str] = set()  # payload-less news in the outbox, not yet sent
@@ -176,8 +180,14 @@ class PostgresBus(_Subscribers):
             log.warning("bus outbox full; a notification was dropped")
 
     def instances(self) -> int:
-        horizon = self._clock() - self._presence_ttl()
-        return 1 + sum(1 for iid, seen in self._seen.items() if seen >= horizon and iid != self.instance_id)
+        if self._frozen is not None:  # not listening: the others' silence says nothing
+            return self._frozen
+        return self._count()
+
+    def _count(self) -> int:
+        now = self._clock()
+        return 1 + sum(1 for iid, (seen, ttl) in self._seen.items()
+                       if seen >= now - ttl and iid != self.instance_id)
 
     def leave(self) -> None:
         if not self._leaving:
@@ -186,6 +196,13 @@ class PostgresBus(_Subscribers):
 
     def _presence_ttl(self) -> float:
         return 3 * self._presence_s
+
+    def _hear_again(self) -> None:
+        """After a gap in listening, the instances known before count for one more TTL from now:
+        they are most likely still there, and their next presence comes within a second."""
+        now = self._clock()
+        self._seen = {iid: (now, ttl) for iid, (_seen, ttl) in self._seen.items()}
+        self._frozen = None
 
     # -- the connection ----------------------------------------------------------------------
 
@@ -197,6 +214,7 @@ class PostgresBus(_Subscribers):
             try:
                 conn = await self._open()
                 await conn.add_listener(CHANNEL, self._on_notify)
+                self._hear_again()
                 self._connected.set()
                 if not first:
                     self.reconnects += 1
@@ -210,6 +228,8 @@ class PostgresBus(_Subscribers):
             except Exception as exc:  # noqa: BLE001 - any failure: reconnect after a pause
                 log.warning("bus connection lost (%s); reconnecting in %.1fs", type(exc).__name__, delay)
             finally:
+                if self._connected.is_set():  # the count holds while nobody can be heard
+                    self._frozen = self._count()
                 self._connected.clear()
                 if conn is not None:
                     with contextlib.suppress(Exception):
@@ -230,8 +250,9 @@ class PostgresBus(_Subscribers):
         next_presence = 0.0
         while True:
             now = self._clock()
-            if now >= next_presence and not self._leaving:
-                self.publish(PRESENCE, "")
+            if now >= next_presence:
+                if not self._leaving:
+                    self.publish(PRESENCE, f"{self._presence_s:g}")  # its interval: the TTL is 3x
                 next_presence = now + self._presence_s
             try:
                 first = await asyncio.wait_for(self._outbox.get(), timeout=max(0.05, next_presence - now))
@@ -257,12 +278,18 @@ class PostgresBus(_Subscribers):
             self._gone.add(sender)
             return
         if sender not in self._gone:  # a leaving instance's last news does not bring it back
-            self._seen[sender] = self._clock()
+            ttl = self._seen.get(sender, (0.0, LEGACY_TTL_S))[1]
+            if topic == PRESENCE:
+                try:
+                    ttl = 3 * min(60.0, max(0.1, float(payload)))
+                except ValueError:
+                    ttl = LEGACY_TTL_S
+            self._seen[sender] = (self._clock(), ttl)
         if topic != PRESENCE:
             self.deliver(topic, payload)
         if len(self._seen) > 1000:  # instances come and go: forget the long gone
-            horizon = self._clock() - self._presence_ttl()
-            self._seen = {k: v for k, v in self._seen.items() if v >= horizon}
+            now = self._clock()
+            self._seen = {k: (seen, ttl) for k, (seen, ttl) in self._seen.items() if seen >= now - ttl}
 
 
 def _new_instance_id() -> str:

@@ -199,21 +199,27 @@ async def test_the_api_rate_limit_holds_across_instances(deployment) -> None:
 async def test_an_instance_draining_after_sigterm_leaves_its_share_of_the_limits_to_the_others(
     deployment, make_receiver
 ) -> None:
-    """A rolling restart: the instance told to stop says it leaves, so the survivor allows the
-    whole limit at once (its callers now all come to it), not only after the leaver's
-    presence has expired. The leaver is held draining by a blocking call in flight meanwhile."""
-    release = asyncio.Event()
+    """A rolling restart: the instance told to stop keeps its share while its blocking calls
+    are in flight, then says it leaves, so the survivor allows the whole limit at once (its
+    callers now all come to it), not only after the leaver's presence has expired. The leaver
+    is kept draining by a delivery in flight meanwhile."""
+    release_call, release_delivery = asyncio.Event(), asyncio.Event()
 
-    async def slow(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:
-        await asyncio.wait_for(release.wait(), 20)
+    async def slow_call(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:
+        await asyncio.wait_for(release_call.wait(), 20)
         return web.json_response({"status": "success", "data": {"scope": ["read"]}})
 
+    async def slow_delivery(request: web.Request, received: Any, state: dict[str, Any]) -> web.StreamResponse:
+        await asyncio.wait_for(release_delivery.wait(), 20)
+        return web.json_response({})
+
     limits = {"ratelimit": {"management_rate": 50.0, "management_burst": 100}}
-    a = await deployment.start(limits)
+    a = await deployment.start({**limits, "server": {"role": "api"}})  # b delivers
     b = await deployment.start({**limits, "server": {"shutdown_timeout": "20s"}})  # drains long enough
-    rx = await make_receiver(slow)
+    calls, deliveries = await make_receiver(slow_call), await make_receiver(slow_delivery)
     await setup_tenant(deployment, a.base)
-    await new_hook(deployment, a.base, url=rx.url(), triggerId=CE)
+    await new_hook(deployment, a.base, url=calls.url(), triggerId=CE)
+    await new_hook(deployment, a.base, url=deliveries.url(), timeoutMs=30_000)
 
     async def limit_on_a() -> str:
         async with aiohttp.ClientSession() as http, http.get(
@@ -224,21 +230,28 @@ async def test_an_instance_draining_after_sigterm_leaves_its_share_of_the_limits
     async def shared() -> bool:
         return await limit_on_a() == "50"
 
-    await eventually(shared)  # a counts b: half the burst each
-    held = asyncio.create_task(forward(deployment, b.base, CE, CE_EVENT))
-    await rx.wait_for(1)
-    b.proc.send_signal(signal.SIGTERM)
-
     async def whole() -> bool:
         return await limit_on_a() == "100"
 
+    await eventually(shared)  # a counts b: half the burst each
+    status, _ = await forward(deployment, a.base)
+    assert status == 202
+    await deliveries.wait_for(1)  # b's worker is sending it
+    held = asyncio.create_task(forward(deployment, b.base, CE, CE_EVENT))
+    await calls.wait_for(1)
+    b.proc.send_signal(signal.SIGTERM)
     try:
+        for _ in range(5):  # b's blocking call is in flight: b keeps its share meanwhile
+            await asyncio.sleep(0.2)
+            assert await limit_on_a() == "50"
+        release_call.set()
+        status, body = await held
+        assert status == 200 and body["status"] == "success", body  # the call in flight finished
         await eventually(whole)
-        assert b.proc.poll() is None  # b is still draining, alive, and no longer counted
+        assert b.proc.poll() is None  # b is still draining (its delivery), and no longer counted
     finally:
-        release.set()
-    status, body = await held
-    assert status == 200 and body["status"] == "success", body  # the call in flight finished
+        release_call.set()
+        release_delivery.set()
     assert b.proc.wait(timeout=30) == 0
 
 
