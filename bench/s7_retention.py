@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gateway.store.postgres.rows import PURGE_BATCH as PG_PURGE_BATCH
+from gateway.store.sqlite.rows import PURGE_BATCH as SQLITE_PURGE_BATCH
+
 from . import backlog, bodies, peers, pg
 from .gateway import TENANT, Gateway, write_config
 from .loadgen import Load, finish_load, start_load, timeline
@@ -69,7 +72,8 @@ def run(ctx: Context) -> Section:
         f"{size:,} succeeded deliveries, each with its event and one attempt, written while the gateway is "
         "stopped; its retention is set so they pass it once the gateway has run for "
         f"~{START_S + WARM_S:.0f} s under load, and its purge runs every second, in transactions of at "
-        "most 1,000 deliveries (and 1,000 events) on SQLite, 5,000 on PostgreSQL",
+        f"most {SQLITE_PURGE_BATCH:,} deliveries (and as many events) on SQLite, {PG_PURGE_BATCH:,} on "
+        "PostgreSQL",
         "purge time: from the moment the rows pass the retention until none is left (polled every "
         f"{POLL_S * 1000:.0f} ms); the ingest load (c=16, a tenant without hooks, one load generator for "
         "the whole run) is split by each request's start: 'during' the purge, and 'just before' it "
