@@ -37,10 +37,11 @@ log = logging.getLogger("gateway.coordination")
 CHANNEL = "gateway_bus"  # the one LISTEN channel of a deployment
 WORK, TENANT, PRESENCE, RESET, LEAVE = "work", "tenant", "presence", "reset", "leave"
 PRESENCE_S = 1.0  # an instance says it is alive this often ...
-PRESENCE_TTL_S = 3 * PRESENCE_S  # ... and counts as gone when not heard from for this long
+TTL_INTERVALS = 3  # ... and counts as gone when not heard from for this many of its intervals
+PRESENCE_TTL_S = TTL_INTERVALS * PRESENCE_S
 # A presence names its sender's interval; one that does not (an older release, every 5 s) is
-# given this long, so that a rolling upgrade never drops an instance that is there.
-LEGACY_TTL_S = 15.0
+# given as long, so that a rolling upgrade never drops an instance that is there.
+LEGACY_TTL_S = TTL_INTERVALS * 5.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0  # back-off of the listening connection
 MAX_PAYLOAD_CHARS = 7000  # NOTIFY takes 8,000 bytes; payloads here are ids, far shorter
 SEND_BATCH = 200  # notifications sent in one round trip
@@ -194,9 +195,6 @@ class PostgresBus(_Subscribers):
             self._leaving = True  # no presence from now on
             self.publish(LEAVE, "")
 
-    def _presence_ttl(self) -> float:
-        return 3 * self._presence_s
-
     def _hear_again(self) -> None:
         """After a gap in listening, the instances known before count for one more TTL from now:
         they are most likely still there, and their next presence comes within a second."""
@@ -252,7 +250,7 @@ class PostgresBus(_Subscribers):
             now = self._clock()
             if now >= next_presence:
                 if not self._leaving:
-                    self.publish(PRESENCE, f"{self._presence_s:g}")  # its interval: the TTL is 3x
+                    self.publish(PRESENCE, f"{self._presence_s:g}")  # its interval: the TTL's unit
                 next_presence = now + self._presence_s
             try:
                 first = await asyncio.wait_for(self._outbox.get(), timeout=max(0.05, next_presence - now))
@@ -281,7 +279,7 @@ class PostgresBus(_Subscribers):
             ttl = self._seen.get(sender, (0.0, LEGACY_TTL_S))[1]
             if topic == PRESENCE:
                 try:
-                    ttl = 3 * min(60.0, max(0.1, float(payload)))
+                    ttl = TTL_INTERVALS * min(60.0, max(0.1, float(payload)))
                 except ValueError:
                     ttl = LEGACY_TTL_S
             self._seen[sender] = (self._clock(), ttl)

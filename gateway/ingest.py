@@ -21,7 +21,7 @@ from .delivery import ENGINE
 from .errors import BadRequest, Forbidden, NotFound, ServiceUnavailable, database_unavailable, shown
 from .invoke import INVOKER, envelope_response
 from .middleware import error_response, principal
-from .web import dumps, json_response, parse_json, read_body
+from .web import dumps, json_response, json_text_response, parse_json, read_body
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
@@ -147,7 +147,7 @@ async def _forward(request: web.Request) -> web.Response:
     svc.metrics.ingested(trigger_id)
     if deliveries:
         request.app[ENGINE].notify()
-    return web.Response(body=text.encode(), status=202, content_type="application/json")  # `answer`
+    return json_text_response(text, status=202)  # `answer`, dumped above
 
 
 def routes() -> list[web.RouteDef]:

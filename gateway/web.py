@@ -59,9 +59,14 @@ def dumps(value: Any) -> str:
 
 
 def json_response(value: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=_dumps(value).encode(), status=status, headers=headers, content_type="application/json"
-    )
+    return json_text_response(_dumps(value), status=status, headers=headers)
+
+
+def json_text_response(
+    text: str, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """An answer whose JSON was already dumped (by `dumps`), not dumped again."""
+    return web.Response(body=text.encode(), status=status, headers=headers, content_type="application/json")
 
 
 def no_content() -> web.Response:

@@ -214,12 +214,14 @@ class DeliveryEngine:
             # lane may be due again (then a moment more, to claim what several freed at once).
             # A due lane held by a claim elsewhere: its news (a notify) is what that claim is
             # serving, so only the wait's end or a delivery of ours ends the wait.
-            idle, held = await self._idle_wait(held)
+            if not self._finished:
+                idle, held = await self._idle_wait(held)
             if self._finished:
                 # Deliveries of ours finished while the claim (or the read above) ran: their
                 # lanes may have room now, and none of ours may be left in flight to end the
                 # wait below, which would then last the whole poll interval (a lane at its cap
-                # is only looked at again by a claim that names it). Claim again.
+                # is only looked at again by a claim that names it). Claim again, without
+                # reading the next due time for nothing.
                 await asyncio.sleep(CLAIM_TRICKLE_S)
                 continue
             woken = asyncio.ensure_future(wake.wait())
