@@ -4,7 +4,8 @@ hook edits hold across instances).
 A `Bus` carries news between instances:
 
 - `work`: deliveries became due (ingest, a retry, a replay): idle workers everywhere claim
-  now instead of at their next poll;
+  now instead of at their next poll (sent at most every `WORK_EVERY_S`, and not at all while
+  no other instance is there to hear it);
 - `tenant`: a tenant's hooks, secrets or settings changed: every instance drops its cached
   view of that tenant, so an edit takes effect everywhere within a second;
 - presence: each instance says it is alive every `PRESENCE_S`, so that each knows how many
@@ -45,6 +46,10 @@ LEGACY_TTL_S = TTL_INTERVALS * 5.0
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0  # back-off of the listening connection
 MAX_PAYLOAD_CHARS = 7000  # NOTIFY takes 8,000 bytes; payloads here are ids, far shorter
 SEND_BATCH = 200  # notifications sent in one round trip
+# `work` goes out at most this often (the last of a burst at the end of the wait, never dropped):
+# a busy ingest would otherwise send one per commit, and each wakes every other instance's
+# claim loop for a claim that mostly finds the lane held by another's (DECISIONS).
+WORK_EVERY_S = 0.05
 
 Callback = Callable[[str], None]
 
@@ -146,6 +151,8 @@ class PostgresBus(_Subscribers):
         self._outbox: asyncio.Queue[str] | None = None
         self._waiting: set[str] = set()  # payload-less news in the outbox, not yet sent
         self._task: asyncio.Task[None] | None = None
+        self._work_next = 0.0  # when `work` may go out again
+        self._work_later: asyncio.TimerHandle | None = None  # the `work` held back meanwhile
         self._connected = asyncio.Event()
         self.reconnects = 0
 
@@ -158,6 +165,9 @@ class PostgresBus(_Subscribers):
             await asyncio.wait_for(self._connected.wait(), timeout=5.0)
 
     async def stop(self) -> None:
+        if self._work_later is not None:
+            self._work_later.cancel()
+            self._work_later = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -166,6 +176,8 @@ class PostgresBus(_Subscribers):
 
     def publish(self, topic: str, payload: str = "") -> None:
         if self._outbox is None:
+            return
+        if topic == WORK and not self._work_now():
             return
         message = f"{self.instance_id}|{topic}|{payload}"[:MAX_PAYLOAD_CHARS]
         if not payload:
@@ -179,6 +191,23 @@ class PostgresBus(_Subscribers):
         except asyncio.QueueFull:  # the database is away: news is a hint, drop it
             self._waiting.discard(message)
             log.warning("bus outbox full; a notification was dropped")
+
+    def _work_now(self) -> bool:
+        """Whether `work` goes out now; if it is held back, it goes out at the end of the wait."""
+        if self.instances() <= 1:
+            return False  # nobody to wake: a newcomer finds the work by its first claim
+        if self._work_later is not None:
+            return False  # already held back: that one goes out
+        now = self._clock()
+        if now < self._work_next:
+            self._work_later = asyncio.get_running_loop().call_later(self._work_next - now, self._work_due)
+            return False
+        self._work_next = now + WORK_EVERY_S
+        return True
+
+    def _work_due(self) -> None:
+        self._work_later = None
+        self.publish(WORK)
 
     def instances(self) -> int:
         if self._frozen is not None:  # not listening: the others' silence says nothing

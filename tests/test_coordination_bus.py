@@ -1,7 +1,8 @@
 """How many instances share the in-memory limits (gateway/coordination.py): each instance's
 presence names its interval and expires after three of them, an older release's after 15 s; an
 instance that says it leaves is no longer counted, even by its last news; and an instance that
-cannot listen keeps the count it had, since the others' silence then says nothing."""
+cannot listen keeps the count it had, since the others' silence then says nothing. News of work
+goes only to instances that are there, at most every `WORK_EVERY_S`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.coordination import PostgresBus
+from gateway.coordination import WORK_EVERY_S, PostgresBus
 
 
 class Clock:
@@ -100,6 +101,77 @@ async def test_an_instance_that_cannot_listen_keeps_its_count(pg_url: str) -> No
             assert time.monotonic() < end, "a did not come back"
             await asyncio.sleep(0.05)
         assert a.instances() == 2
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def _heard(conn: Any, sender: str, topic: str) -> list[str]:
+    """`conn` listens on the bus's channel; returns the list its `sender|topic|` news lands in."""
+    got: list[str] = []
+
+    def on(_c: Any, _pid: int, _channel: str, message: str) -> None:
+        if message.startswith(f"{sender}|{topic}|"):
+            got.append(message)
+
+    await conn.add_listener("gateway_bus", on)
+    return got
+
+
+async def _until(predicate: Any, what: str, bound_s: float = 10.0) -> None:
+    end = time.monotonic() + bound_s
+    while not predicate():
+        assert time.monotonic() < end, what
+        await asyncio.sleep(0.02)
+
+
+async def test_work_news_is_not_sent_while_no_other_instance_is_there(pg_url: str) -> None:
+    """Alone, an instance has nobody to wake: its workers find the work themselves. Once
+    another instance says it is there, `work` goes out."""
+    a = PostgresBus(pg_url)
+    await a.start()
+    conn = await asyncpg.connect(pg_url)
+    try:
+        work = await _heard(conn, a.instance_id, "work")
+        presence = await _heard(conn, a.instance_id, "presence")
+        a.publish("work")
+        await _until(lambda: len(presence) >= 2, "a's presence")  # a's outbox went out since
+        assert work == []
+        b = PostgresBus(pg_url)
+        await b.start()
+        try:
+            await _until(lambda: a.instances() == 2, "a hears b")
+            a.publish("work")
+            await _until(lambda: len(work) == 1, "a's work news")
+        finally:
+            await b.stop()
+    finally:
+        await conn.close()
+        await a.stop()
+
+
+async def test_a_stream_of_work_news_is_one_notification_per_wait_and_the_last_is_kept(pg_url: str) -> None:
+    """A busy ingest makes work due hundreds of times a second; each notification wakes every
+    other instance's claim loop. At most one goes out per `WORK_EVERY_S`, and news held back
+    goes out at the end of the wait: the last one is never dropped."""
+    a, b = PostgresBus(pg_url), PostgresBus(pg_url)
+    await a.start()
+    await b.start()
+    woken: list[float] = []
+    b.subscribe("work", lambda _payload: woken.append(time.monotonic()))
+    try:
+        await _until(lambda: a.instances() == 2, "a hears b")
+        began = time.monotonic()
+        published = 0
+        while time.monotonic() - began < 0.5:
+            a.publish("work")
+            published += 1
+            await asyncio.sleep(0.001)  # the bus sends meanwhile
+        last = time.monotonic()
+        await _until(lambda: woken and woken[-1] >= last, "news after the last publish")
+        await asyncio.sleep(4 * WORK_EVERY_S)
+        assert published > 100
+        assert 2 <= len(woken) <= (last - began) / WORK_EVERY_S + 2
     finally:
         await a.stop()
         await b.stop()

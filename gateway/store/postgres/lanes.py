@@ -28,9 +28,9 @@ claim, and with `n` claims running at once (delivery workers x instances) a tena
 `n` x its cap in flight (plus, as on SQLite, one per hook that had none); a claim takes
 milliseconds, so in practice the cap is passed rarely, briefly, and by little.
 
-A claim costs a fixed number of round trips (lanes, counts, one per pass, lease with bodies,
-settle),
-whatever the number of lanes or of deliveries waiting in them.
+A claim costs a fixed number of round trips (the lanes with those rechecked, the counts, one per
+pass, the lease with the bodies, the lanes settled), whatever the number of lanes or of
+deliveries waiting in them.
 """
 
 from __future__ import annotations
@@ -57,17 +57,20 @@ _LANES_SQL = (
     " WHERE id IN (SELECT hook_id FROM lane_wakes WHERE due <= $1) AND (next_due IS NULL OR next_due > $1)"
     " ORDER BY id LIMIT $2 FOR NO KEY UPDATE SKIP LOCKED) b"
 )
-# Lanes a finished delivery may have unblocked (at their cap until then), unless on hold.
+# Lanes a finished delivery may have unblocked (at their cap until then), unless on hold ($n:
+# the ids, $m: now).
 _RECHECK_WHERE = (
-    "id = ANY($1::text[]) AND next_due IS NOT NULL AND next_due > $2"
-    " AND (hold_until IS NULL OR hold_until <= $2)"
+    "id = ANY(${n}::text[]) AND next_due IS NOT NULL AND next_due > ${m}"
+    " AND (hold_until IS NULL OR hold_until <= ${m})"
 )
-_RECHECK_SQL = (
-    f"SELECT {_LANE_COLUMNS} FROM hooks WHERE {_RECHECK_WHERE} ORDER BY id FOR NO KEY UPDATE SKIP LOCKED"  # noqa: S608
+# The due lanes and those, in one round trip (a lane may come twice: rows are kept once).
+_LANES_RECHECK_SQL = (
+    f"{_LANES_SQL} UNION ALL SELECT * FROM (SELECT {_LANE_COLUMNS} FROM hooks"  # noqa: S608
+    f" WHERE {_RECHECK_WHERE.format(n=3, m=1)} ORDER BY id FOR NO KEY UPDATE SKIP LOCKED) c"
 )
 # Of those, the ones another transaction holds (a claim elsewhere, whose count of the lane's
 # deliveries in flight may predate the finish): to be looked at by a later claim.
-_RECHECK_LOCKED_SQL = f"SELECT id FROM hooks WHERE {_RECHECK_WHERE}"  # noqa: S608
+_RECHECK_LOCKED_SQL = f"SELECT id FROM hooks WHERE {_RECHECK_WHERE.format(n=1, m=2)}"  # noqa: S608
 # A lane's due deliveries, in due order then insertion order, through `delivery_queue_lane`.
 LANE_DUE_SQL = (
     "SELECT delivery_id FROM delivery_queue WHERE hook_id = $1 AND due <= $2 ORDER BY due, seq LIMIT $3"
@@ -109,14 +112,15 @@ UNPARK_HOOK_SQL = (
     " UPDATE delivery_queue SET due = $1 WHERE delivery_id IN (SELECT id FROM d) AND due >= $3"
 )
 # In flight: leased, lease not run out (a dead worker's rows stop counting when they come due),
-# not parked (a hook disabled mid-attempt parks the row it is sending).
-_HOOK_BUSY_SQL = (
-    "SELECT hook_id, COUNT(*), MIN(due) FROM delivery_queue WHERE hook_id = ANY($1::text[])"
+# not parked (a hook disabled mid-attempt parks the row it is sending). Per hook ($1) and, where
+# a cap reads it, per tenant ($4), in one round trip: `false` rows are hooks (with their first
+# lease's end), `true` rows tenants.
+_BUSY_SQL = (
+    "SELECT false, hook_id, COUNT(*), MIN(due) FROM delivery_queue WHERE hook_id = ANY($1::text[])"
     " AND lease_owner IS NOT NULL AND due > $2 AND due < $3 GROUP BY hook_id"
-)
-_TENANT_BUSY_SQL = (
-    "SELECT tenant_id, COUNT(*) FROM delivery_queue WHERE tenant_id = ANY($1::text[])"
-    " AND lease_owner IS NOT NULL AND due > $2 AND due < $3 GROUP BY tenant_id"
+    " UNION ALL SELECT true, tenant_id, COUNT(*), NULL::float8 FROM delivery_queue"
+    " WHERE tenant_id = ANY($4::text[]) AND lease_owner IS NOT NULL AND due > $2 AND due < $3"
+    " GROUP BY tenant_id"
 )
 # The lease, and what the worker needs of each leased delivery (its record, the lease's end as
 # its due time, its event's body and trace context), in one statement.
@@ -132,7 +136,8 @@ _LEASE_SQL = (
 # pending delivery (leases included, so a dead worker's rows are found again), not before `hold`
 # or its `hold_until`; nothing pending: NULL. The lanes' wake rows are spent: those this
 # statement sees belong to committed transactions, whose deliveries the same snapshot sees;
-# one it does not see yet stays for the next claim.
+# one it does not see yet stays for the next claim. (After the lease, a statement of its own:
+# the lease moves the leased rows out of the way of the earliest pending one.)
 _SETTLE_SQL = (
     "WITH spent AS (DELETE FROM lane_wakes WHERE hook_id = ANY($2::text[]) AND due <= $1)"
     " UPDATE hooks h SET"
@@ -205,17 +210,14 @@ async def claim(
     the claim holding one may have counted the finished delivery as still in flight and left
     the lane at its cap, so the caller names them again to its next claim (else the lane would
     wait for the first lease to run out)."""
-    rows = list(await c.fetch(_LANES_SQL, now, limit))
     held_elsewhere: list[str] = []
     if recheck:
-        seen = {r[0] for r in rows}
-        extra = sorted(h for h in set(recheck) if h not in seen)
-        if extra:
-            found = await c.fetch(_RECHECK_SQL, extra, now)
-            rows += found
-            if len(found) < len(extra):
-                rest = sorted(set(extra) - {r[0] for r in found})
-                held_elsewhere = [r[0] for r in await c.fetch(_RECHECK_LOCKED_SQL, rest, now)]
+        rows = _once(await c.fetch(_LANES_RECHECK_SQL, now, limit, sorted(set(recheck))))
+        rest = sorted(set(recheck) - {r[0] for r in rows})
+        if rest:  # not served: no longer waiting for a slot, or held by another transaction
+            held_elsewhere = [r[0] for r in await c.fetch(_RECHECK_LOCKED_SQL, rest, now)]
+    else:
+        rows = list(await c.fetch(_LANES_SQL, now, limit))
     disabled = [r[0] for r in rows if not r[2]]
     if disabled:
         await c.execute(_PARK_SQL, PARKED_AT, disabled, now)
@@ -226,11 +228,13 @@ async def claim(
     if enabled:
         tenants = sorted({r[1] for r in enabled})
         tenant_busy = {t: 0 for t in tenants}
-        if tenant_cap is not None:  # counted only where a cap reads it
-            for t, n in await c.fetch(_TENANT_BUSY_SQL, tenants, now, PARKED_AT):
-                tenant_busy[t] = int(n)
-        for h, n, first in await c.fetch(_HOOK_BUSY_SQL, [r[0] for r in enabled], now, PARKED_AT):
-            hook_busy[h] = (int(n), first)
+        counted = tenants if tenant_cap is not None else []  # counted only where a cap reads it
+        for is_tenant, key, n, first in await c.fetch(_BUSY_SQL, [r[0] for r in enabled], now, PARKED_AT,
+                                                      counted):
+            if is_tenant:
+                tenant_busy[key] = int(n)
+            else:
+                hook_busy[key] = (int(n), first)
     lanes: list[_Lane] = []
     for hook_id, tenant_id, _enabled, cap, rate, rate_next, throttled, _hold in enabled:
         busy, first_lease_end = hook_busy.get(hook_id, (0, None))
@@ -248,6 +252,17 @@ async def claim(
     await _settle_all(c, lanes, disabled + held, tenant_busy, now=now, tenant_cap=tenant_cap)
     claimed = [_claimed(leased[did], throttled, nb) for did, throttled, nb in picked if did in leased]
     return claimed, held_elsewhere
+
+
+def _once(rows: Iterable[Any]) -> list[Any]:
+    """Rows of lanes, each lane once (the first)."""
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r[0] not in seen:
+            seen.add(r[0])
+            out.append(r)
+    return out
 
 
 async def _passes(
