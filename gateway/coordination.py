@@ -4,8 +4,8 @@ hook edits hold across instances).
 A `Bus` carries news between instances:
 
 - `work`: deliveries became due (ingest, a retry, a replay): idle workers everywhere claim
-  now instead of at their next poll (sent at most every `WORK_EVERY_S`, and not at all while
-  no other instance is there to hear it);
+  now instead of at their next poll (sent at most every `WORK_EVERY_S`, and not at all while,
+  after listening for `LEGACY_TTL_S`, no other instance is heard);
 - `tenant`: a tenant's hooks, secrets or settings changed: every instance drops its cached
   view of that tenant, so an edit takes effect everywhere within a second;
 - presence: each instance says it is alive every `PRESENCE_S`, so that each knows how many
@@ -151,7 +151,8 @@ class PostgresBus(_Subscribers):
         self._outbox: asyncio.Queue[str] | None = None
         self._waiting: set[str] = set()  # payload-less news in the outbox, not yet sent
         self._task: asyncio.Task[None] | None = None
-        self._work_next = 0.0  # when `work` may go out again
+        self._work_next = 0.0  # when `work` may go out again (the loop's clock)
+        self._listening_since: float | None = None  # this listening connection's start
         self._work_later: asyncio.TimerHandle | None = None  # the `work` held back meanwhile
         self._connected = asyncio.Event()
         self.reconnects = 0
@@ -194,16 +195,28 @@ class PostgresBus(_Subscribers):
 
     def _work_now(self) -> bool:
         """Whether `work` goes out now; if it is held back, it goes out at the end of the wait."""
-        if self.instances() <= 1:
+        if self._alone():
             return False  # nobody to wake: a newcomer finds the work by its first claim
         if self._work_later is not None:
             return False  # already held back: that one goes out
-        now = self._clock()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return True  # not on the loop (never in the gateway): no timer to hold it back with
+        now = loop.time()  # the timer's clock, not the injectable one
         if now < self._work_next:
-            self._work_later = asyncio.get_running_loop().call_later(self._work_next - now, self._work_due)
+            self._work_later = loop.call_later(self._work_next - now, self._work_due)
             return False
         self._work_next = now + WORK_EVERY_S
         return True
+
+    def _alone(self) -> bool:
+        """No other instance heard, after listening long enough to have heard any (an older
+        release speaks every 5 s): before that, a newcomer that has not yet heard its peers
+        must not keep news from them."""
+        if self.instances() > 1 or self._listening_since is None:
+            return False
+        return self._clock() - self._listening_since >= LEGACY_TTL_S
 
     def _work_due(self) -> None:
         self._work_later = None
@@ -242,6 +255,7 @@ class PostgresBus(_Subscribers):
                 conn = await self._open()
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self._hear_again()
+                self._listening_since = self._clock()
                 self._connected.set()
                 if not first:
                     self.reconnects += 1
@@ -258,6 +272,7 @@ class PostgresBus(_Subscribers):
                 if self._connected.is_set():  # the count holds while nobody can be heard
                     self._frozen = self._count()
                 self._connected.clear()
+                self._listening_since = None
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), timeout=2.0)

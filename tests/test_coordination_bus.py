@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from gateway.coordination import WORK_EVERY_S, PostgresBus
+from gateway.coordination import LEGACY_TTL_S, WORK_EVERY_S, PostgresBus
 
 
 class Clock:
@@ -126,23 +126,31 @@ async def _until(predicate: Any, what: str, bound_s: float = 10.0) -> None:
 
 
 async def test_work_news_is_not_sent_while_no_other_instance_is_there(pg_url: str) -> None:
-    """Alone, an instance has nobody to wake: its workers find the work themselves. Once
-    another instance says it is there, `work` goes out."""
-    a = PostgresBus(pg_url)
+    """Alone, an instance has nobody to wake: its workers find the work themselves. A newcomer
+    still sends it until it has listened long enough to have heard its peers (an older release
+    speaks every 5 s). Once another instance says it is there, `work` goes out again."""
+    clock = Clock()
+    a = PostgresBus(pg_url, clock=clock)
     await a.start()
     conn = await asyncpg.connect(pg_url)
     try:
         work = await _heard(conn, a.instance_id, "work")
         presence = await _heard(conn, a.instance_id, "presence")
+        a.publish("work")  # a newcomer: its peers may not have spoken yet
+        await _until(lambda: len(work) == 1, "a newcomer's work news")
+        clock.now += LEGACY_TTL_S
+        await asyncio.sleep(2 * WORK_EVERY_S)
         a.publish("work")
-        await _until(lambda: len(presence) >= 2, "a's presence")  # a's outbox went out since
-        assert work == []
+        heard = len(presence)
+        clock.now += 1.0  # the next presence: a's outbox went out since
+        await _until(lambda: len(presence) > heard, "a's presence")
+        assert len(work) == 1
         b = PostgresBus(pg_url)
         await b.start()
         try:
             await _until(lambda: a.instances() == 2, "a hears b")
             a.publish("work")
-            await _until(lambda: len(work) == 1, "a's work news")
+            await _until(lambda: len(work) == 2, "a's work news")
         finally:
             await b.stop()
     finally:
