@@ -195,10 +195,10 @@ class PostgresBus(_Subscribers):
 
     def _work_now(self) -> bool:
         """Whether `work` goes out now; if it is held back, it goes out at the end of the wait."""
+        if self._work_later is not None:
+            return False  # already held back: that one goes out (the common case of a stream)
         if self._alone():
             return False  # nobody to wake: a newcomer finds the work by its first claim
-        if self._work_later is not None:
-            return False  # already held back: that one goes out
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
